@@ -1,0 +1,65 @@
+# Image for the fusion service: the same image runs the API (default command) and the training worker
+# (`python -m service.worker`). Build arguments:
+#   BASE_IMAGE      python:3.11-slim (CPU); a CUDA runtime image for the GPU variant, e.g.
+#                   nvidia/cuda:13.0.0-runtime-ubuntu24.04 (Python is installed when the base lacks it).
+#   PIP_EXTRA_ARGS  extra options for pip, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu"
+#                   for a small CPU-only torch, or "--find-links /wheels" to install the wheels placed in
+#                   ./wheels (see wheels/README.md) instead of downloading them.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LANG=C.UTF-8
+# CUDA runtime images come without Python; python:*-slim images skip this step. The distribution's
+# own python3 is what we want there, so its version is the release's and is not pinned.
+# hadolint ignore=DL3008
+RUN if ! command -v python3 >/dev/null 2>&1; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends python3 python3-venv \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
+
+FROM base AS builder
+ARG PIP_EXTRA_ARGS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first, against empty packages, so code changes do not reinstall torch.
+COPY wheels/ /wheels/
+COPY pyproject.toml README.md ./
+# PIP_EXTRA_ARGS is a list of options: it must be word-split.
+# hadolint ignore=SC2086
+RUN mkdir -p model service \
+    && touch model/__init__.py service/__init__.py \
+    && pip install --no-cache-dir $PIP_EXTRA_ARGS . \
+    && python -c "import torch, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+COPY model/ model/
+COPY service/ service/
+RUN pip install --no-cache-dir --no-deps --force-reinstall . \
+    && python -c "import model, service"
+
+FROM base AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    FUSION_HOST=0.0.0.0 \
+    FUSION_PORT=8000 \
+    FUSION_MODEL_DIR=/data/models \
+    FUSION_DATA_DIR=/data/data
+RUN groupadd --system --gid 10001 fusion \
+    && useradd --system --uid 10001 --gid fusion --home-dir /home/fusion --create-home fusion \
+    && mkdir -p /data/models /data/data \
+    && chown -R fusion:fusion /data
+COPY --from=builder /opt/venv /opt/venv
+USER 10001:10001
+WORKDIR /home/fusion
+VOLUME ["/data/models", "/data/data"]
+EXPOSE 8000
+# Ready means a model is loaded and serving; a 503 from /health/ready makes urlopen raise.
+# Shell form on purpose (stored as CMD-SHELL): it expands FUSION_PORT, and exec-form arguments with
+# spaces are split wrongly by some engines' Docker API (podman).
+# hadolint ignore=DL3025
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request as r; r.urlopen('http://127.0.0.1:${FUSION_PORT:-8000}/health/ready', timeout=4)" || exit 1
+CMD ["python", "-m", "service"]

@@ -1,0 +1,154 @@
+"""Checkpoints: a directory holding ``model.safetensors`` (tensors) and ``config.json`` (plain data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from model.config import ModelConfig, TrainConfig
+from model.fusion import FusionClassifier
+from model.text import Vocabulary
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written or read; the message names the problem."""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: FusionClassifier,
+    *,
+    metrics: dict[str, Any],
+    dataset_fingerprint: str,
+    train_config: TrainConfig | dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` to the new directory ``path`` atomically (temp sibling, fsync, rename).
+
+    Refuses to overwrite an existing path.
+    """
+    path = Path(path)
+    if path.exists():
+        raise CheckpointError(f"{path}: already exists")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model_config": model.config.to_dict(),
+        "labels": list(model.labels),
+        "vocabulary": model.vocab.to_dict() if model.vocab is not None else None,
+        "encoders": {
+            "image": model.image_encoder.identity if model.image_encoder is not None else None,
+            "text": model.text_encoder.identity if model.text_encoder is not None else None,
+        },
+        "metrics": metrics,
+        "dataset_fingerprint": dataset_fingerprint,
+        "train_config": train_config.to_dict() if isinstance(train_config, TrainConfig) else train_config,
+        "extra": extra or {},
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        meta_text = json.dumps(meta, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{META_FILE}: metadata is not plain JSON ({exc})") from exc
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+        (tmp / META_FILE).write_text(meta_text, encoding="utf-8")
+        for name in (WEIGHTS_FILE, META_FILE):
+            _fsync(tmp / name)
+        _fsync(tmp)
+        if path.exists():  # appeared while we were writing; rename would replace an empty directory
+            raise CheckpointError(f"{path}: already exists")
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync(path.parent)
+    return path
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's ``config.json``, checked for format version and required fields."""
+    meta_path = Path(path) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{meta_path}: missing") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: expected a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{meta_path}: unsupported format_version {version!r} (expected {FORMAT_VERSION})"
+        )
+    for key in ("model_config", "labels", "vocabulary"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_path}: missing field {key!r}")
+    return meta
+
+
+def _check_tensors(model: FusionClassifier, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    misshaped = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    problems = []
+    for kind, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            problems.append(f"{kind} tensors: {shown}")
+    if problems:
+        raise CheckpointError(f"{where}: " + "; ".join(problems))
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[FusionClassifier, dict[str, Any]]:
+    """Rebuild the model from a checkpoint (in eval mode on ``device``) and return it with its metadata."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    try:
+        config = ModelConfig.from_dict(meta["model_config"])
+        vocab = Vocabulary.from_dict(meta["vocabulary"]) if meta["vocabulary"] is not None else None
+        model = FusionClassifier.build(config, vocab, load_weights=False)
+    except ValueError as exc:
+        raise CheckpointError(f"{path / META_FILE}: {exc}") from exc
+    if list(config.labels) != meta["labels"]:
+        raise CheckpointError(f"{path / META_FILE}: labels disagree with model_config.labels")
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        tensors = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors ({exc})") from exc
+    _check_tensors(model, tensors, weights)
+    model.load_state_dict(tensors, strict=True)
+    model.to(device)
+    model.eval()
+    return model, meta

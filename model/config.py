@@ -1,0 +1,224 @@
+"""Model and training configuration: frozen dataclasses that round-trip through plain JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+IMAGE_ENCODERS = ("cnn", "resnet18", "mobilenet_v3_small", "efficientnet_lite0", "none")
+TEXT_ENCODERS = ("bow", "lstm", "minilm", "none")
+FUSIONS = ("concat", "sum", "gated")
+SCHEDULES = ("cosine", "step", "constant")
+FINETUNE_MODES = ("none", "last", "all")
+DEVICES = ("auto", "cpu", "cuda")
+METRICS = ("accuracy", "macro_f1", "weighted_f1")
+
+# The EfficientNet-Lite0 weights expect inputs scaled to [-1, 1] (mean = std = 0.5), see
+# model/encoders/efficientnet_lite.py for how that was established.  Other encoders are trained
+# from scratch, so the production recipe's normalisation is a fine default for them too.
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    """Return ``value`` converted to the field type ``hint`` or raise ``ValueError("<name>: ...")``."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{name}: expected a list, got {type(value).__name__}")
+        args = typing.get_args(hint)
+        item_hint = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check_type(name, v, item_hint) for v in value)
+        if len(value) != len(args):
+            raise ValueError(f"{name}: expected {len(args)} values, got {len(value)}")
+        return tuple(_check_type(name, v, h) for v, h in zip(value, args, strict=True))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{name}: unsupported field type {hint!r}")  # a programming error, not bad input
+
+
+class _JsonConfig:
+    """Shared plumbing: type checking on construction, ``to_dict`` and strict ``from_dict``."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = _check_type(f.name, getattr(self, f.name), hints[f.name])
+            object.__setattr__(self, f.name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from a plain dict; unknown keys and bad values raise ``ValueError("<field>: <problem>")``."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"config: expected an object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        for key in data:
+            if key not in known:
+                raise ValueError(f"{key}: unknown field")
+        return cls(**data)
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _in_range(name: str, value: float, lo: float, hi: float | None = None, *, lo_open: bool = False) -> None:
+    too_low = value <= lo if lo_open else value < lo
+    if too_low or (hi is not None and value > hi):
+        bound = f"> {lo}" if lo_open else f">= {lo}"
+        if hi is not None:
+            bound += f" and <= {hi}"
+        raise ValueError(f"{name}: must be {bound}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_JsonConfig):
+    """Architecture and preprocessing of a fusion classifier; stored in every checkpoint."""
+
+    image_encoder: str = "efficientnet_lite0"
+    text_encoder: str = "minilm"
+    fusion: str = "gated"
+    labels: tuple[str, ...] = ()
+    hidden_dim: int = 256
+    dropout: float = 0.2
+    # Probability, per modality, of hiding it from the head during training (teaches missing-modality use).
+    modality_dropout: float = 0.1
+    # True loads the packaged ImageNet / sentence-transformers weights (efficientnet_lite0, minilm only).
+    pretrained: bool = True
+    image_size: int = 224
+    image_mean: tuple[float, float, float] = LITE_MEAN
+    image_std: tuple[float, float, float] = LITE_STD
+    max_text_tokens: int = 128
+    text_lowercase: bool = True
+    text_replace_urls: bool = True
+    text_replace_mentions: bool = True
+    text_strip_retweet: bool = True
+    text_strip_hashtags: bool = True
+    # bow / lstm only: vocabulary cap, minimum token count and embedding width.
+    vocab_size: int = 20000
+    vocab_min_freq: int = 1
+    embed_dim: int = 128
+
+    def _validate(self) -> None:
+        _one_of("image_encoder", self.image_encoder, IMAGE_ENCODERS)
+        _one_of("text_encoder", self.text_encoder, TEXT_ENCODERS)
+        _one_of("fusion", self.fusion, FUSIONS)
+        if self.image_encoder == "none" and self.text_encoder == "none":
+            raise ValueError("text_encoder: at least one of image_encoder and text_encoder must be set")
+        if any(not label.strip() for label in self.labels):
+            raise ValueError("labels: labels must be non-empty strings")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels: labels must be unique")
+        _in_range("hidden_dim", self.hidden_dim, 1)
+        _in_range("dropout", self.dropout, 0.0, 0.9)
+        _in_range("modality_dropout", self.modality_dropout, 0.0, 0.5)
+        _in_range("image_size", self.image_size, 16, 1024)
+        if any(s <= 0 for s in self.image_std):
+            raise ValueError("image_std: values must be > 0")
+        _in_range("max_text_tokens", self.max_text_tokens, 1, 512)
+        _in_range("vocab_size", self.vocab_size, 2)
+        _in_range("vocab_min_freq", self.vocab_min_freq, 1)
+        _in_range("embed_dim", self.embed_dim, 1)
+
+    @property
+    def supports_missing_modality(self) -> bool:
+        """Whether the head was built to cope with an absent image or text."""
+        return self.modality_dropout > 0 or "none" in (self.image_encoder, self.text_encoder)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities this model has an encoder for: a subset of ("image", "text")."""
+        out = []
+        if self.image_encoder != "none":
+            out.append("image")
+        if self.text_encoder != "none":
+            out.append("text")
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonConfig):
+    """Hyper-parameters of one training run."""
+
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3
+    # Learning rate for fine-tuned pretrained encoder weights (finetune "last" or "all").
+    encoder_lr: float = 2e-5
+    weight_decay: float = 1e-2
+    warmup_ratio: float = 0.05
+    schedule: str = "cosine"
+    grad_clip: float = 1.0  # 0 disables clipping
+    patience: int = 5  # epochs without improvement before stopping early; 0 disables
+    class_weighted: bool = True
+    augment: bool = False
+    seed: int = 0
+    finetune: str = "none"
+    device: str = "auto"
+    num_workers: int = 0
+    kfold: int = 0  # 0 = single train/val split, >= 2 = k-fold cross-validation
+    metric: str = "macro_f1"
+    val_fraction: float = 0.15  # used when no validation set is given
+
+    def _validate(self) -> None:
+        _in_range("epochs", self.epochs, 1, 10_000)
+        _in_range("batch_size", self.batch_size, 1, 65_536)
+        _in_range("lr", self.lr, 0.0, 10.0, lo_open=True)
+        _in_range("encoder_lr", self.encoder_lr, 0.0, 10.0)
+        _in_range("weight_decay", self.weight_decay, 0.0, 10.0)
+        _in_range("warmup_ratio", self.warmup_ratio, 0.0, 0.5)
+        _one_of("schedule", self.schedule, SCHEDULES)
+        _in_range("grad_clip", self.grad_clip, 0.0)
+        _in_range("patience", self.patience, 0)
+        _in_range("seed", self.seed, 0)
+        _one_of("finetune", self.finetune, FINETUNE_MODES)
+        _one_of("device", self.device, DEVICES)
+        _in_range("num_workers", self.num_workers, 0, 64)
+        if self.kfold == 1 or self.kfold < 0 or self.kfold > 20:
+            raise ValueError(f"kfold: must be 0 (off) or between 2 and 20; got {self.kfold}")
+        _one_of("metric", self.metric, METRICS)
+        _in_range("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
+
+
+__all__ = [
+    "DEVICES",
+    "FINETUNE_MODES",
+    "FUSIONS",
+    "IMAGE_ENCODERS",
+    "METRICS",
+    "SCHEDULES",
+    "TEXT_ENCODERS",
+    "ModelConfig",
+    "TrainConfig",
+]

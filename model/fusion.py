@@ -1,0 +1,209 @@
+"""The fusion classifier: two encoders, per-modality projections, a fusion rule and an MLP head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+from model.encoders import (
+    VOCAB_ENCODERS,
+    ImageEncoder,
+    TextEncoder,
+    build_image_encoder,
+    build_text_encoder,
+)
+from model.text import Vocabulary
+
+
+@dataclass
+class FusionOutput:
+    """Logits [B, C] and, for gated fusion, the per-sample (image, text) weights [B, 2]."""
+
+    logits: torch.Tensor
+    gate: torch.Tensor | None = None
+
+
+def _projection(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
+    # LayerNorm first: frozen features arrive at very different scales (L2-normalised MiniLM vs ReLU6 maps).
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout))
+
+
+def _check_labels(config: ModelConfig) -> None:
+    if len(config.labels) < 2:
+        raise ValueError(f"labels: need at least 2 labels, got {len(config.labels)}")
+
+
+class FusionClassifier(nn.Module):
+    """Image + text classifier; either modality may be absent per sample, or have no encoder at all."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        image_encoder: ImageEncoder | None,
+        text_encoder: TextEncoder | None,
+        vocab: Vocabulary | None = None,
+    ) -> None:
+        super().__init__()
+        _check_labels(config)
+        self.config = config
+        self.vocab = vocab
+        hidden, dropout = config.hidden_dim, config.dropout
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_proj = _projection(image_encoder.out_dim, hidden, dropout) if image_encoder else None
+        self.text_proj = _projection(text_encoder.out_dim, hidden, dropout) if text_encoder else None
+        # Stand-ins for an absent modality; learned, and seen in training through modality dropout.
+        self.missing_image = nn.Parameter(torch.randn(hidden) * 0.02)
+        self.missing_text = nn.Parameter(torch.randn(hidden) * 0.02)
+        self.gate = nn.Linear(2 * hidden, 2) if config.fusion == "gated" else None
+        fused_dim = 2 * hidden if config.fusion == "concat" else hidden
+        # A hidden layer after fusion lets the head learn interactions (e.g. XOR) between modalities.
+        self.classifier = nn.Sequential(
+            nn.Linear(fused_dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, len(config.labels)),
+        )
+
+    @classmethod
+    def build(
+        cls, config: ModelConfig, vocab: Vocabulary | None = None, *, load_weights: bool = True
+    ) -> FusionClassifier:
+        """Build encoders and head from ``config``; ``load_weights=False`` skips reading pretrained files."""
+        _check_labels(config)
+        image = (
+            None
+            if config.image_encoder == "none"
+            else build_image_encoder(config.image_encoder, config, load_weights=load_weights)
+        )
+        text = (
+            None
+            if config.text_encoder == "none"
+            else build_text_encoder(config.text_encoder, config, vocab, load_weights=load_weights)
+        )
+        return cls(config, image, text, vocab if config.text_encoder in VOCAB_ENCODERS else None)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names, in logit order."""
+        return self.config.labels
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Text encoder inputs for raw texts."""
+        if self.text_encoder is None:
+            raise ValueError("text: this model has no text encoder")
+        return self.text_encoder.tokenize(texts)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image encoder features [B, D_img] of normalised pixels [B, 3, H, W]."""
+        if self.image_encoder is None:
+            raise ValueError("image: this model has no image encoder")
+        return self.image_encoder(pixels)
+
+    def encode_text(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Text encoder features [B, D_txt] of ``tokenize`` output."""
+        if self.text_encoder is None:
+            raise ValueError("text: this model has no text encoder")
+        return self.text_encoder(inputs)
+
+    def _modality_dropout(
+        self, image_present: torch.Tensor, text_present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.config.modality_dropout
+        if not self.training or p == 0:
+            return image_present, text_present
+        both = image_present & text_present
+        # One draw per sample with disjoint ranges, so at most one modality is hidden (p <= 0.5).
+        r = torch.rand(both.shape, device=both.device)
+        drop_image = both & (r < p)
+        drop_text = both & (r >= p) & (r < 2 * p)
+        return image_present & ~drop_image, text_present & ~drop_text
+
+    @staticmethod
+    def _side(
+        feats: torch.Tensor | None,
+        proj: nn.Module | None,
+        present: torch.Tensor,
+        missing: torch.Tensor,
+        name: str,
+    ) -> torch.Tensor:
+        filler = missing.unsqueeze(0).expand(present.shape[0], -1)
+        if proj is None or not bool(present.any()):
+            return filler
+        if feats is None:
+            raise ValueError(f"{name}: features are required where {name}_present is true")
+        projected = proj(feats)
+        return torch.where(present.unsqueeze(-1), projected, filler.to(projected.dtype))
+
+    def head(
+        self,
+        img_feats: torch.Tensor | None,
+        txt_feats: torch.Tensor | None,
+        image_present: torch.Tensor,
+        text_present: torch.Tensor,
+    ) -> FusionOutput:
+        """Classify encoder features; rows whose ``*_present`` is False use the missing embedding."""
+        image_present = image_present.bool() & (self.image_encoder is not None)
+        text_present = text_present.bool() & (self.text_encoder is not None)
+        image_present, text_present = self._modality_dropout(image_present, text_present)
+        img = self._side(img_feats, self.image_proj, image_present, self.missing_image, "image")
+        txt = self._side(txt_feats, self.text_proj, text_present, self.missing_text, "text")
+        txt = txt.to(img.dtype)
+        gate = None
+        if self.gate is not None:
+            gate = torch.softmax(self.gate(torch.cat([img, txt], dim=-1)).float(), dim=-1)
+            fused = gate[:, :1].to(img.dtype) * img + gate[:, 1:].to(img.dtype) * txt
+        elif self.config.fusion == "sum":
+            fused = img + txt
+        else:
+            fused = torch.cat([img, txt], dim=-1)
+        return FusionOutput(logits=self.classifier(fused), gate=gate)
+
+    def forward(
+        self,
+        pixels: torch.Tensor | None,
+        text_inputs: Mapping[str, torch.Tensor] | None,
+        image_present: torch.Tensor,
+        text_present: torch.Tensor,
+    ) -> FusionOutput:
+        """Encode whichever inputs are given, then ``head``."""
+        img_feats = None if pixels is None or self.image_encoder is None else self.encode_image(pixels)
+        txt_feats = (
+            None if text_inputs is None or self.text_encoder is None else self.encode_text(text_inputs)
+        )
+        return self.head(img_feats, txt_feats, image_present, text_present)
+
+    def set_finetune(self, mode: str) -> None:
+        """Freeze ("none") or unfreeze ("last" blocks, "all") the pretrained encoders."""
+        for encoder in (self.image_encoder, self.text_encoder):
+            if encoder is not None:
+                encoder.set_finetune(mode)
+
+    def parameter_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimizer groups: pretrained encoder weights at ``encoder_lr``, the rest at ``lr``.
+
+        Biases, norms and the missing embeddings (1-d tensors) get no weight decay.
+        """
+        pretrained = {
+            id(p)
+            for enc in (self.image_encoder, self.text_encoder)
+            if enc is not None and enc.pretrained
+            for p in enc.parameters()
+        }
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for p in self.parameters():
+            if p.requires_grad:
+                groups.setdefault((id(p) in pretrained, p.ndim >= 2), []).append(p)
+        return [
+            {
+                "params": params,
+                "lr": encoder_lr if is_pre else lr,
+                "weight_decay": weight_decay if decay else 0.0,
+            }
+            for (is_pre, decay), params in sorted(groups.items())
+        ]

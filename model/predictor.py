@@ -1,0 +1,168 @@
+"""Inference: load a checkpoint once, then classify batches of (image, text) pairs with missing modalities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from model.checkpoint import load_checkpoint
+from model.config import ModelConfig
+from model.device import autocast, resolve_device
+from model.fusion import FusionClassifier
+from model.images import DEFAULT_MAX_PIXELS, ImageTransform, load_image
+
+ImageInput = bytes | Image.Image | torch.Tensor | None
+
+
+@dataclass
+class Prediction:
+    """One item's result; the explain fields are filled only with ``explain=True``."""
+
+    label: str
+    probabilities: dict[str, float]
+    modalities_used: list[str]
+    image_only: dict[str, float] | None = None
+    text_only: dict[str, float] | None = None
+    gate: dict[str, float] | None = None
+
+
+class Predictor:
+    """A loaded checkpoint on one device, ready for ``predict_batch``."""
+
+    def __init__(
+        self,
+        model: FusionClassifier,
+        meta: dict[str, Any],
+        *,
+        version: str,
+        device: str | torch.device = "cpu",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.meta = meta
+        self.version = version
+        self.max_pixels = max_pixels
+        self.config: ModelConfig = model.config
+        self.labels: tuple[str, ...] = model.labels
+        self._transform = ImageTransform(self.config, train=False)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", *, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> Predictor:
+        """Load the checkpoint directory ``path``; its name becomes ``version``."""
+        path = Path(path)
+        model, meta = load_checkpoint(path, device="cpu")
+        return cls(model, meta, version=path.name, device=device, max_pixels=max_pixels)
+
+    def preprocess_image(self, data: bytes) -> torch.Tensor:
+        """Decode and transform image bytes to [3, S, S]; raises ``ImageDecodeError``. Thread-safe."""
+        size = self.config.image_size
+        return self._transform(load_image(data, max_pixels=self.max_pixels, draft_size=size))
+
+    def _pixels(self, image: bytes | Image.Image | torch.Tensor) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            return image
+        if isinstance(image, Image.Image):
+            return self._transform(image.convert("RGB"))
+        return self.preprocess_image(image)
+
+    def _present(
+        self, images: Sequence[ImageInput], texts: Sequence[str | None]
+    ) -> tuple[list[bool], list[bool]]:
+        if len(images) != len(texts):
+            raise ValueError(f"batch: {len(images)} images but {len(texts)} texts")
+        has_image = [img is not None and "image" in self.config.modalities for img in images]
+        has_text = [bool(t and t.strip()) and "text" in self.config.modalities for t in texts]
+        for i, (img, txt) in enumerate(zip(has_image, has_text, strict=True)):
+            if not (img or txt):
+                wanted = " or ".join(
+                    {"image": "an image", "text": "a text"}[m] for m in self.config.modalities
+                )
+                raise ValueError(f"item {i}: needs {wanted}")
+            if not (img and txt) and not self.config.supports_missing_modality:
+                raise ValueError(
+                    f"item {i}: this model was trained without modality dropout and needs both inputs"
+                )
+        return has_image, has_text
+
+    def _features(
+        self,
+        images: Sequence[ImageInput],
+        texts: Sequence[str | None],
+        has_image: list[bool],
+        has_text: list[bool],
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Encoder features for the rows that have the modality; other rows stay zero (and are masked)."""
+        img_feats = txt_feats = None
+        rows = [i for i, present in enumerate(has_image) if present]
+        if rows:
+            pixels = torch.stack([self._pixels(images[i]) for i in rows])  # type: ignore[arg-type]
+            pixels = pixels.to(self.device, non_blocking=True)
+            if self.device.type == "cuda":
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            encoded = self.model.encode_image(pixels)
+            img_feats = encoded.new_zeros(len(images), encoded.shape[1])
+            img_feats[rows] = encoded
+        rows = [i for i, present in enumerate(has_text) if present]
+        if rows:
+            inputs = self.model.tokenize([texts[i] or "" for i in rows])
+            encoded = self.model.encode_text({k: v.to(self.device) for k, v in inputs.items()})
+            txt_feats = encoded.new_zeros(len(texts), encoded.shape[1])
+            txt_feats[rows] = encoded
+        return img_feats, txt_feats
+
+    def _probabilities(self, logits: torch.Tensor) -> list[dict[str, float]]:
+        probs = torch.softmax(logits.float(), dim=-1).cpu().tolist()
+        return [dict(zip(self.labels, row, strict=True)) for row in probs]
+
+    def predict_batch(
+        self, images: Sequence[ImageInput], texts: Sequence[str | None], explain: bool = False
+    ) -> list[Prediction]:
+        """Classify items; each may lack its image or text (None or blank), but not both.
+
+        ``images`` items are encoded bytes, PIL images, preprocessed tensors [3, S, S] or None.
+        ``explain`` adds image-only / text-only probabilities and the gate weights.
+        """
+        has_image, has_text = self._present(images, texts)
+        image_present = torch.tensor(has_image, device=self.device)
+        text_present = torch.tensor(has_text, device=self.device)
+        with torch.inference_mode(), autocast(self.device):
+            img_feats, txt_feats = self._features(images, texts, has_image, has_text)
+            out = self.model.head(img_feats, txt_feats, image_present, text_present)
+            fused = self._probabilities(out.logits)
+            image_only = text_only = None
+            if explain:
+                nobody = torch.zeros_like(image_present)
+                image_only = self._probabilities(
+                    self.model.head(img_feats, None, image_present, nobody).logits
+                )
+                text_only = self._probabilities(self.model.head(None, txt_feats, nobody, text_present).logits)
+            gates = out.gate.float().cpu().tolist() if explain and out.gate is not None else None
+        results = []
+        for i, probs in enumerate(fused):
+            results.append(
+                Prediction(
+                    label=max(probs, key=probs.__getitem__),
+                    probabilities=probs,
+                    modalities_used=[m for m, on in (("image", has_image[i]), ("text", has_text[i])) if on],
+                    image_only=image_only[i] if image_only is not None and has_image[i] else None,
+                    text_only=text_only[i] if text_only is not None and has_text[i] else None,
+                    gate=dict(zip(("image", "text"), gates[i], strict=True)) if gates is not None else None,
+                )
+            )
+        return results
+
+    def warmup(self) -> None:
+        """Run one dummy batch so lazy initialisation (kernels, allocator) happens before real traffic."""
+        size = self.config.image_size
+        image = Image.new("RGB", (size, size), (127, 127, 127)) if "image" in self.config.modalities else None
+        self.predict_batch([image], ["warmup" if "text" in self.config.modalities else None])

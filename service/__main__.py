@@ -1,0 +1,147 @@
+"""``python -m service``: run the API with uvicorn (optionally training the demo model first)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve the fusion classifier API. Other settings come from FUSION_* variables or .env.",
+    )
+    parser.add_argument("--host", help="interface to bind (FUSION_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (FUSION_PORT, default 8000)")
+    parser.add_argument(
+        "--bootstrap-demo",
+        action="store_true",
+        help="if no model is active, train the default recipe on the built-in demo dataset first",
+    )
+    return parser
+
+
+class _ProgressBar:
+    """A tqdm bar per training stage (encoding, training, evaluating), fed by ``train``'s callback."""
+
+    def __init__(self, *, disable: bool) -> None:
+        self.disable = disable
+        self._bar: Any = None
+        self._stage = ""
+
+    def update(self, progress: Any) -> None:
+        """Show one ``model.training.Progress`` report."""
+        from tqdm import tqdm
+
+        if progress.stage != self._stage:
+            self.close()
+            self._stage = progress.stage
+            self._bar = tqdm(
+                total=progress.steps or None, desc=progress.stage, unit="step", disable=self.disable
+            )
+        bar = self._bar
+        if progress.steps and bar.total != progress.steps:
+            bar.total = progress.steps
+        bar.n = progress.step
+        details = {}
+        if progress.epochs:
+            details["epoch"] = f"{progress.epoch}/{progress.epochs}"
+        if progress.loss is not None:
+            details["loss"] = f"{progress.loss:.4f}"
+        bar.set_postfix(details, refresh=True)
+
+    def close(self) -> None:
+        """Finish the current bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def bootstrap_demo(
+    settings: Settings,
+    *,
+    model_config: Any = None,
+    train_config: Any = None,
+    n_per_class: int = 100,
+    show_progress: bool = True,
+) -> str | None:
+    """Train and activate a demo model unless a version is already active; returns the new version."""
+    from model.checkpoint import save_checkpoint
+    from model.config import ModelConfig, TrainConfig
+    from model.datasets import load_dataset
+    from model.demo_data import write_demo_dataset
+    from model.features import FeatureCache
+    from model.training import train
+    from service.runtime.model_store import ModelStore
+
+    store = ModelStore(settings.model_dir)
+    if store.active_version() is not None:
+        print(f"model store {store.root} already has an active version; skipping the demo training")
+        return None
+    root = settings.data_dir / "datasets" / "demo"
+    if not (root / "train.jsonl").is_file():
+        print(f"writing the demo dataset to {root}")
+        write_demo_dataset(root, n_per_class=n_per_class)
+    train_set = load_dataset(root, split="train")
+    val_set = load_dataset(root, split="dev", labels=train_set.labels)
+    config = train_config or TrainConfig(device=settings.device)
+    print(f"training the default recipe on {len(train_set)} demo samples ({len(val_set)} for validation)")
+    bar = _ProgressBar(disable=not show_progress)
+    try:
+        result = train(
+            model_config or ModelConfig(),
+            config,
+            train_set,
+            val_set,
+            cache=FeatureCache(settings.data_dir / "cache" / "features"),
+            on_progress=bar.update,
+        )
+    finally:
+        bar.close()
+    path = save_checkpoint(
+        store.new_version_path(),
+        result.model,
+        metrics=result.metrics,
+        dataset_fingerprint=train_set.fingerprint,
+        train_config=config,
+        extra={"dataset": "demo", "source": "bootstrap-demo", "history": result.history},
+    )
+    store.activate(path.name)
+    fusion = result.metrics.get("fusion") or {}
+    print(
+        f"activated demo model {path.name} (validation accuracy {fusion.get('accuracy', float('nan')):.3f})"
+    )
+    return path.name
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m service`` and the ``fusion-api`` console script."""
+    args = _parser().parse_args(argv)
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.bootstrap_demo:
+        bootstrap_demo(settings)
+
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(settings)
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    print(f"API docs: http://{shown_host}:{settings.port}/docs")
+    # Our own middleware writes the access log and our handler formats every log line (log_config=None).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

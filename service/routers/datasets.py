@@ -1,0 +1,138 @@
+"""Datasets: upload a zip, list, inspect and delete the datasets under the data directory."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response, status
+
+from service.deps import DatasetStoreDep, JobStoreDep, SettingsDep
+from service.errors import APIError
+from service.multipart_stream import stream_form_to_file
+from service.runtime.dataset_store import (
+    NAME_PATTERN,
+    DatasetExists,
+    DatasetInUse,
+    DatasetNotFound,
+    DatasetStoreError,
+    InvalidDataset,
+    UploadTooLarge,
+    check_name,
+)
+from service.schemas.common import error_responses
+from service.schemas.datasets import DatasetList, DatasetPublic
+from service.security import RequireKey
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+_ERRORS: dict[type[DatasetStoreError], tuple[int, str]] = {
+    DatasetNotFound: (404, "dataset_not_found"),
+    DatasetExists: (409, "dataset_exists"),
+    DatasetInUse: (409, "dataset_in_use"),
+    UploadTooLarge: (413, "payload_too_large"),
+    InvalidDataset: (422, "invalid_dataset"),
+}
+
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["name", "file"],
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "pattern": NAME_PATTERN,
+                        "description": "name of the new dataset",
+                    },
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "a zip: a manifest (train.jsonl / .csv, optionally dev/test) with the"
+                        " images it names, or label folders holding <name>.jpg + <name>.txt;"
+                        " one top-level folder around it is fine",
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+def api_error(exc: DatasetStoreError) -> APIError:
+    """The HTTP error for a dataset-store error."""
+    status_code, code = next(v for k, v in _ERRORS.items() if isinstance(exc, k))
+    return APIError(status_code, code, exc.message, exc.field)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a dataset (zip)",
+    dependencies=[RequireKey],
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+    responses=error_responses(400, 401, 409, 413, 415, 422),
+)
+async def upload_dataset(
+    request: Request, response: Response, settings: SettingsDep, store: DatasetStoreDep
+) -> DatasetPublic:
+    """Upload a zip with a `name`; every entry is checked before anything is extracted, then the content
+    is validated like a training run would (missing or unreadable images, empty texts, duplicates, ...).
+
+    Refused: entries with `../` or absolute paths, links, duplicate names, archives that expand too much
+    (zip bombs) and manifests that point outside the archive.
+    """
+    with store.staging_file() as archive:
+        form = await stream_form_to_file(
+            request, file_field="file", dest=archive, max_file_bytes=settings.max_dataset_zip_bytes
+        )
+        name = form.fields.get("name")
+        if name is None:
+            raise APIError(422, "missing_field", "name: field required", "name")
+        if form.file_bytes is None:
+            raise APIError(422, "missing_field", "file: a zip file is required", "file")
+        try:
+            check_name(name)
+            info = await asyncio.to_thread(store.create_from_zip, name, archive)
+        except DatasetStoreError as exc:
+            raise api_error(exc) from None
+    response.headers["Location"] = f"/datasets/{info.name}"
+    return DatasetPublic.from_info(info)
+
+
+@router.get("", summary="List datasets")
+async def list_datasets(store: DatasetStoreDep) -> DatasetList:
+    """Every dataset under the data directory, uploaded or placed there by hand."""
+    infos = await asyncio.to_thread(store.list)
+    return DatasetList(datasets=[DatasetPublic.from_info(info) for info in infos])
+
+
+@router.get("/{name}", summary="Describe a dataset", responses=error_responses(404, 422))
+async def get_dataset(name: str, store: DatasetStoreDep) -> DatasetPublic:
+    """Sample count and label distribution of each split (manifest) of a dataset."""
+    try:
+        info = await asyncio.to_thread(store.info, name)
+    except InvalidDataset:
+        raise APIError(404, "dataset_not_found", f"no dataset named {name[:80]!r}", "name") from None
+    except DatasetStoreError as exc:
+        raise api_error(exc) from None
+    return DatasetPublic.from_info(info)
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a dataset",
+    dependencies=[RequireKey],
+    responses=error_responses(401, 404, 409, 422),
+)
+async def delete_dataset(name: str, store: DatasetStoreDep, jobs: JobStoreDep) -> None:
+    """Remove a dataset; refused (409) while a queued or running job uses it."""
+    try:
+        in_use = await asyncio.to_thread(jobs.datasets_in_use)
+        await asyncio.to_thread(store.delete, name, in_use=in_use)
+    except InvalidDataset:
+        raise APIError(404, "dataset_not_found", f"no dataset named {name[:80]!r}", "name") from None
+    except DatasetStoreError as exc:
+        raise api_error(exc) from None

@@ -1,0 +1,239 @@
+"""Prediction routes: one image + text pair, or a batch (multipart or JSON with base64 images)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from model.images import ImageDecodeError
+from service.deps import BatcherDep, ModelHolderDep, ModelLoaderDep, SettingsDep
+from service.errors import APIError
+from service.predict_inputs import PredictInput, read_batch, read_single
+from service.runtime.batcher import (
+    BatcherStoppedError,
+    MicroBatcher,
+    NotReadyError,
+    QueueFullError,
+    ServedPrediction,
+)
+from service.runtime.model_holder import ModelHolder
+from service.runtime.model_loader import ModelLoader
+from service.schemas.common import ErrorDetail, error_responses
+from service.schemas.predict import (
+    BatchItemCreate,
+    BatchItemError,
+    BatchPredictionPublic,
+    ModalityPrediction,
+    PredictionPublic,
+)
+from service.security import PredictAuth
+
+router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[PredictAuth])
+
+ExplainQuery = Annotated[
+    bool,
+    Query(description="Also return the image-only and text-only predictions and the fusion gate weights"),
+]
+
+_IMAGE_PART = {
+    "type": "string",
+    "format": "binary",
+    "description": "Image file (JPEG, PNG, WebP, GIF or BMP)",
+}
+_TEXT_PART = {
+    "type": "string",
+    "description": "Text paired with the image (UTF-8, limited to max_text_chars)",
+}
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"image": _IMAGE_PART, "text": _TEXT_PART}},
+            }
+        },
+    }
+}
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": _IMAGE_PART},
+                        "texts": {"type": "array", "items": _TEXT_PART},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["items"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": BatchItemCreate.model_json_schema(),
+                        }
+                    },
+                }
+            },
+        },
+    }
+}
+_ERRORS = error_responses(400, 401, 413, 415, 422, 503)
+
+
+def _check_modalities(holder: ModelHolder, loader: ModelLoader, item: PredictInput) -> PredictInput:
+    """Drop inputs the model has no encoder for; refuse missing ones it cannot do without."""
+    predictor = holder.predictor
+    if predictor is None:
+        raise APIError(503, "not_ready", loader.not_ready_reason or "no model is loaded")
+    config = predictor.config
+    if "image" not in config.modalities:
+        item.image = None
+    if "text" not in config.modalities:
+        item.text = None
+    if item.image is None and item.text is None:
+        wanted = " and/or ".join(
+            f"{m} ({item.image_field if m == 'image' else item.text_field})" for m in config.modalities
+        )
+        field = item.image_field if "image" in config.modalities else item.text_field
+        item.error = APIError(422, "missing_input", f"nothing to predict: send {wanted}", field)
+    elif not config.supports_missing_modality:
+        for modality, value, field in (
+            ("image", item.image, item.image_field),
+            ("text", item.text, item.text_field),
+        ):
+            if value is None:
+                item.error = APIError(
+                    422,
+                    f"missing_{modality}",
+                    f"{field}: required, model {predictor.version} needs both inputs",
+                    field,
+                )
+    return item
+
+
+def _decode_error(exc: ImageDecodeError, field: str) -> APIError:
+    if exc.reason == "too_many_pixels":
+        return APIError(413, "image_too_many_pixels", f"{field}: {exc.detail}", field)
+    if exc.reason == "unsupported_format":
+        return APIError(415, "unsupported_image_type", f"{field}: {exc.detail}", field)
+    return APIError(
+        422, "invalid_image", f"{field}: cannot decode the image ({exc.reason}: {exc.detail})", field
+    )
+
+
+def _service_error(exc: Exception, loader: ModelLoader) -> APIError:
+    if isinstance(exc, QueueFullError):
+        return APIError(503, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, NotReadyError):
+        return APIError(503, "not_ready", loader.not_ready_reason or str(exc))
+    assert isinstance(exc, BatcherStoppedError)
+    return APIError(503, "shutting_down", str(exc), headers={"Retry-After": "5"})
+
+
+async def _predict_one(batcher: MicroBatcher, item: PredictInput, explain: bool) -> ServedPrediction:
+    try:
+        return await batcher.predict(item.image, item.text, explain=explain)
+    except ImageDecodeError as exc:
+        raise _decode_error(exc, item.image_field) from exc
+    except ValueError as exc:  # the model refused this input (e.g. text with no usable tokens)
+        raise APIError(422, "invalid_input", str(exc)) from exc
+
+
+def _public(served: ServedPrediction, explain: bool) -> PredictionPublic:
+    p = served.prediction
+
+    def single(probabilities: dict[str, float] | None) -> ModalityPrediction | None:
+        if not explain or probabilities is None:
+            return None
+        return ModalityPrediction(
+            label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities
+        )
+
+    return PredictionPublic(
+        label=p.label,
+        probabilities=p.probabilities,
+        model_version=served.version,
+        modalities_used=list(p.modalities_used),  # type: ignore[arg-type]
+        image_only=single(p.image_only),
+        text_only=single(p.text_only),
+        gate=p.gate if explain else None,
+    )
+
+
+@router.post("", summary="Classify one image + text pair", responses=_ERRORS, openapi_extra=_PREDICT_BODY)
+async def predict(
+    request: Request,
+    settings: SettingsDep,
+    batcher: BatcherDep,
+    holder: ModelHolderDep,
+    loader: ModelLoaderDep,
+    explain: ExplainQuery = False,
+) -> PredictionPublic:
+    """Multipart form with an `image` file and a `text` field. Either may be left out when the model
+    copes with a missing modality; `modalities_used` says what was used. Limits: `max_image_bytes` (413),
+    `max_image_pixels` (413), allowed image types (415), `max_text_chars` (413)."""
+    item = _check_modalities(holder, loader, await read_single(request, settings))
+    if item.error is not None:
+        raise item.error
+    try:
+        served = await _predict_one(batcher, item, explain)
+    except (QueueFullError, NotReadyError, BatcherStoppedError) as exc:
+        raise _service_error(exc, loader) from exc
+    return _public(served, explain)
+
+
+def _item_error(exc: APIError) -> BatchItemError:
+    return BatchItemError(error=ErrorDetail(code=exc.code, message=exc.message, field=exc.field))
+
+
+@router.post(
+    "/batch", summary="Classify several image + text pairs", responses=_ERRORS, openapi_extra=_BATCH_BODY
+)
+async def predict_batch(
+    request: Request,
+    settings: SettingsDep,
+    batcher: BatcherDep,
+    holder: ModelHolderDep,
+    loader: ModelLoaderDep,
+    explain: ExplainQuery = False,
+) -> BatchPredictionPublic:
+    """Either multipart with repeated `images` files and `texts` fields, paired by order (an empty part
+    stands for a missing input), or JSON `{"items": [{"image_base64": ..., "text": ...}]}`. Predictions
+    come back in order; an item that cannot be predicted gets an `error` entry and does not affect the
+    others. At most `max_batch_items` items."""
+    items = await read_batch(request, settings)
+    for item in items:
+        if item.error is None:
+            _check_modalities(holder, loader, item)
+    todo = [item for item in items if item.error is None]
+    try:
+        batcher.check_capacity(len(todo))
+    except QueueFullError as exc:
+        raise _service_error(exc, loader) from exc
+    results = await asyncio.gather(
+        *(_predict_one(batcher, item, explain) for item in todo), return_exceptions=True
+    )
+    answers: dict[int, PredictionPublic | BatchItemError] = {}
+    for item, result in zip(todo, results, strict=True):
+        if isinstance(result, APIError):
+            answers[id(item)] = _item_error(result)
+        elif isinstance(result, (QueueFullError, NotReadyError, BatcherStoppedError)):
+            raise _service_error(result, loader) from result
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            answers[id(item)] = _public(result, explain)
+    return BatchPredictionPublic(
+        predictions=[
+            _item_error(item.error) if item.error is not None else answers[id(item)] for item in items
+        ]
+    )

@@ -1,0 +1,447 @@
+"""Datasets under <data_dir>/datasets/: safe zip extraction, validation with the model package, listing."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import stat
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+_TMP_PREFIX = ".tmp-"
+_STALE_TMP_S = 3600.0
+# Entries below this size are too small to be a decompression bomb whatever their ratio.
+_RATIO_MIN_BYTES = 1024 * 1024
+_SKIPPED_PREFIXES = ("__MACOSX/",)
+_SKIPPED_NAMES = (".DS_Store", "Thumbs.db")
+_COPY_CHUNK = 1024 * 1024
+
+
+class DatasetStoreError(Exception):
+    """Base of the store's errors; `field` names the request field at fault, when there is one."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class DatasetNotFound(DatasetStoreError):
+    """No dataset of that name (or no such split in it)."""
+
+
+class DatasetExists(DatasetStoreError):
+    """A dataset of that name already exists."""
+
+
+class DatasetInUse(DatasetStoreError):
+    """The dataset is read by a queued or running job."""
+
+
+class UploadTooLarge(DatasetStoreError):
+    """The upload or its extracted content is over a size limit."""
+
+
+class InvalidDataset(DatasetStoreError):
+    """The name, the archive or its content is not acceptable."""
+
+
+@dataclass(frozen=True)
+class DatasetLimits:
+    """Upload limits; the zip size is enforced while streaming, the rest before extracting anything."""
+
+    max_zip_bytes: int = 1024**3
+    max_uncompressed_bytes: int = 4 * 1024**3
+    max_ratio: float = 100.0
+    max_entries: int = 200_000
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DatasetLimits:
+        """Limits from the service settings."""
+        return cls(
+            max_zip_bytes=settings.max_dataset_zip_bytes,
+            max_uncompressed_bytes=settings.max_dataset_uncompressed_bytes,
+            max_ratio=settings.max_zip_ratio,
+        )
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """One manifest of a dataset (or the whole image-folder layout)."""
+
+    name: str | None  # the manifest stem; None for the image-folder layout
+    samples: int
+    label_counts: dict[str, int]
+    skipped: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What GET /datasets shows about a dataset (its splits that load, and why the others do not)."""
+
+    name: str
+    format: str  # "jsonl" | "csv" | "image_folder" | "mixed"
+    default_split: str | None
+    splits: tuple[SplitInfo, ...]
+    size_bytes: int
+    created_at: datetime
+    error: str | None = None  # why some split (or a bare reference) does not load
+
+    @property
+    def default(self) -> SplitInfo | None:
+        """The split a bare name refers to, when it loads."""
+        if self.format != "image_folder" and self.default_split is None:
+            return None
+        return next((s for s in self.splits if s.name == self.default_split), None)
+
+    @property
+    def samples(self) -> int:
+        """Samples of the default split."""
+        return self.default.samples if self.default else 0
+
+    @property
+    def label_counts(self) -> dict[str, int]:
+        """Label distribution of the default split."""
+        return dict(self.default.label_counts) if self.default else {}
+
+    def split(self, name: str | None) -> SplitInfo | None:
+        """The named split, or the default one for None; None when it does not load."""
+        if name is None:
+            return self.default
+        return next((s for s in self.splits if s.name == name), None)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A zip member that passed inspection, with its path inside the dataset folder."""
+
+    info: zipfile.ZipInfo
+    path: PurePosixPath
+
+
+def check_name(name: str) -> str:
+    """Return a valid dataset name or raise InvalidDataset naming the field `name`."""
+    if not _NAME_RE.fullmatch(name):
+        raise InvalidDataset(
+            f"invalid dataset name {name[:80]!r}: use 1-64 lowercase letters, digits, '-' or '_',"
+            " starting with a letter or digit",
+            field="name",
+        )
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split a dataset reference `name` or `name:split`; raise InvalidDataset when malformed."""
+    name, _, split = ref.partition(":")
+    if not _NAME_RE.fullmatch(name) or (split and not _NAME_RE.fullmatch(split)) or ref.endswith(":"):
+        raise InvalidDataset(f"invalid dataset reference {ref[:80]!r}: expected 'name' or 'name:split'")
+    return name, split or None
+
+
+class DatasetStore:
+    """The datasets folder: uploads are extracted into a temp dir, validated, then renamed into place."""
+
+    def __init__(self, data_dir: Path, limits: DatasetLimits | None = None) -> None:
+        self.root = Path(data_dir) / "datasets"
+        self.limits = limits or DatasetLimits()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._info_cache: dict[str, tuple[tuple[Any, ...], DatasetInfo]] = {}
+        self._remove_stale_temps()
+
+    # ---- reading -------------------------------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        """Folder of an existing dataset; DatasetNotFound otherwise."""
+        path = self.root / check_name(name)
+        if not path.is_dir():
+            raise DatasetNotFound(f"no dataset named {name!r}")
+        return path
+
+    def names(self) -> list[str]:
+        """Names of every dataset folder, sorted (temp and hidden folders excluded)."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME_RE.fullmatch(p.name))
+
+    def info(self, name: str) -> DatasetInfo:
+        """Summary of a dataset (cached until its folder changes)."""
+        path = self.path(name)
+        signature = _signature(path)
+        cached = self._info_cache.get(name)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        info = _describe(name, path)
+        self._info_cache[name] = (signature, info)
+        return info
+
+    def list(self) -> list[DatasetInfo]:
+        """Summaries of every dataset, by name."""
+        infos = []
+        for name in self.names():
+            with contextlib.suppress(DatasetNotFound):  # deleted while listing
+                infos.append(self.info(name))
+        return infos
+
+    def resolve(self, ref: str) -> tuple[Path, str | None]:
+        """Folder and split of a reference `name` or `name:split`; DatasetNotFound if either is missing."""
+        name, split = parse_ref(ref)
+        path = self.path(name)
+        if split is not None and not any((path / f"{split}{ext}").is_file() for ext in MANIFEST_EXTENSIONS):
+            raise DatasetNotFound(f"dataset {name!r} has no split {split!r}")
+        return path, split
+
+    def load(self, ref: str, *, labels: Iterable[str] | None = None) -> Dataset:
+        """Load and validate the referenced dataset with the model package (raises DatasetError)."""
+        path, split = self.resolve(ref)
+        return load_dataset(path, split=split, labels=None if labels is None else tuple(labels))
+
+    # ---- writing -------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def staging_file(self) -> Iterator[Path]:
+        """A fresh path inside the datasets folder for an upload in transit; removed on exit."""
+        path = self.root / f"{_TMP_PREFIX}upload-{uuid.uuid4().hex}.zip"
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def create_from_zip(self, name: str, archive: Path) -> DatasetInfo:
+        """Inspect every zip entry, extract into a temp dir, validate, then rename to `name` atomically."""
+        check_name(name)
+        if (self.root / name).exists():
+            raise DatasetExists(f"a dataset named {name!r} already exists", field="name")
+        try:
+            zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+            raise InvalidDataset(f"not a valid zip archive ({exc})", field="file") from exc
+        tmp = Path(_mkdtemp(self.root))
+        try:
+            with zf:
+                entries = _inspect(zf, self.limits)
+                _extract(zf, entries, tmp, self.limits)
+            info = _describe(name, tmp, strict=True)
+            with self._lock:
+                if (self.root / name).exists():
+                    raise DatasetExists(f"a dataset named {name!r} already exists", field="name")
+                os.rename(tmp, self.root / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        # The sample paths were validated under the temp name; the summary is the same under the final one.
+        self._info_cache[name] = (_signature(self.root / name), info)
+        log.info("dataset %s created: %d samples", name, info.samples)
+        return info
+
+    def delete(self, name: str, *, in_use: Iterable[str] = ()) -> None:
+        """Remove a dataset, refusing one that a queued or running job reads."""
+        path = self.path(name)
+        if name in set(in_use):
+            raise DatasetInUse(f"dataset {name!r} is used by a queued or running job; cancel it first")
+        if path.is_symlink():  # a hand-placed link to a mounted volume: remove the link, not the data
+            path.unlink()
+        else:
+            # Renaming first makes the dataset disappear at once even if deleting its files takes a while.
+            doomed = Path(_mkdtemp(self.root))
+            os.rename(path, doomed / name)
+            shutil.rmtree(doomed, ignore_errors=True)
+        self._info_cache.pop(name, None)
+        log.info("dataset %s deleted", name)
+
+    def _remove_stale_temps(self) -> None:
+        """Clear temp dirs and uploads left by a crash (old ones only: another process may be uploading)."""
+        cutoff = time.time() - _STALE_TMP_S
+        for path in self.root.glob(f"{_TMP_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                if path.lstat().st_mtime < cutoff:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink()
+
+
+def _mkdtemp(parent: Path) -> str:
+    path = parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+    path.mkdir(mode=0o755)
+    return str(path)
+
+
+def _entry_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
+    """Path of a zip entry inside the dataset; None for entries to skip; InvalidDataset if it is unsafe."""
+    raw = info.filename
+    shown = repr(raw[:200])
+    if "\x00" in raw:
+        raise InvalidDataset(f"zip entry {shown} has a NUL byte in its name", field="file")
+    name = raw.replace("\\", "/")  # some Windows tools write backslashes; treat them as separators
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise InvalidDataset(f"zip entry {shown} has an absolute path", field="file")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise InvalidDataset(f"zip entry {shown} leaves the archive (path traversal)", field="file")
+    if not parts or name.startswith(_SKIPPED_PREFIXES) or parts[-1] in _SKIPPED_NAMES:
+        return None
+    if any(len(part.encode()) > 255 for part in parts) or len(name) > 1024:
+        raise InvalidDataset(f"zip entry {shown} has a name that is too long", field="file")
+    return PurePosixPath(*parts)
+
+
+def _check_entry_type(info: zipfile.ZipInfo) -> None:
+    """Refuse links, devices and encrypted entries."""
+    mode = info.external_attr >> 16
+    kind = stat.S_IFMT(mode)
+    if stat.S_ISLNK(mode):
+        raise InvalidDataset(f"zip entry {info.filename[:200]!r} is a symbolic link", field="file")
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+        raise InvalidDataset(f"zip entry {info.filename[:200]!r} is not a regular file", field="file")
+    if info.flag_bits & 0x1:
+        raise InvalidDataset(f"zip entry {info.filename[:200]!r} is encrypted", field="file")
+
+
+def _too_large(limits: DatasetLimits) -> str:
+    return f"zip content is over the limit of {limits.max_uncompressed_bytes} bytes uncompressed"
+
+
+def _inspect(zf: zipfile.ZipFile, limits: DatasetLimits) -> list[_Entry]:
+    """Check every entry before anything is written; return the files to extract (top folder unwrapped)."""
+    infos = zf.infolist()
+    if len(infos) > limits.max_entries:
+        raise InvalidDataset(f"zip has {len(infos)} entries, more than {limits.max_entries}", field="file")
+    files: list[_Entry] = []
+    seen: set[PurePosixPath] = set()
+    total = compressed = 0
+    for info in infos:
+        _check_entry_type(info)
+        path = _entry_path(info)
+        if path is None:
+            continue
+        if path in seen:
+            raise InvalidDataset(f"zip has the entry {str(path)!r} more than once", field="file")
+        seen.add(path)
+        if info.is_dir():
+            continue
+        total += info.file_size
+        compressed += info.compress_size
+        if total > limits.max_uncompressed_bytes:
+            raise UploadTooLarge(_too_large(limits), field="file")
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= _RATIO_MIN_BYTES and ratio > limits.max_ratio:
+            raise InvalidDataset(
+                f"zip entry {str(path)!r} expands {ratio:.0f}x, more than the allowed {limits.max_ratio:.0f}x"
+                " (zip bomb?)",
+                field="file",
+            )
+        files.append(_Entry(info, path))
+    if total >= _RATIO_MIN_BYTES and total > limits.max_ratio * max(compressed, 1):
+        raise InvalidDataset(
+            f"zip expands {total / max(compressed, 1):.0f}x, more than the allowed {limits.max_ratio:.0f}x"
+            " (zip bomb?)",
+            field="file",
+        )
+    file_paths = {entry.path for entry in files}
+    for path in file_paths:
+        if any(parent in file_paths for parent in path.parents):
+            raise InvalidDataset(f"zip entry {str(path)!r} is inside a file of the same name", field="file")
+    if not files:
+        raise InvalidDataset("zip archive contains no files", field="file")
+    return _unwrap(files)
+
+
+def _unwrap(files: list[_Entry]) -> list[_Entry]:
+    """Strip a single top-level folder that holds the whole dataset (a manifest or label folders)."""
+    tops = {entry.path.parts[0] for entry in files}
+    if len(tops) != 1 or any(len(entry.path.parts) < 2 for entry in files):
+        return files
+    inner = [entry.path.relative_to(next(iter(tops))) for entry in files]
+    looks_like_root = any(
+        len(p.parts) > 1 or (len(p.parts) == 1 and p.suffix.lower() in MANIFEST_EXTENSIONS) for p in inner
+    )
+    if not looks_like_root:  # e.g. the image-folder layout with a single label folder
+        return files
+    return [_Entry(entry.info, path) for entry, path in zip(files, inner, strict=True)]
+
+
+def _extract(zf: zipfile.ZipFile, entries: list[_Entry], dest: Path, limits: DatasetLimits) -> None:
+    """Write the inspected entries under `dest`, never following links, with the byte budget re-checked."""
+    written = 0
+    for entry in entries:
+        target = dest.joinpath(*entry.path.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL | O_NOFOLLOW: never overwrite and never write through a link, whatever the archive says.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out, zf.open(entry.info) as src:
+            while chunk := src.read(_COPY_CHUNK):
+                written += len(chunk)
+                if written > limits.max_uncompressed_bytes:
+                    raise UploadTooLarge(_too_large(limits), field="file")
+                out.write(chunk)
+
+
+def _describe(name: str, path: Path, *, strict: bool = False) -> DatasetInfo:
+    """Load every split of a dataset folder; with `strict` any invalid split raises InvalidDataset."""
+    manifests = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MANIFEST_EXTENSIONS)
+    stems = [p.stem for p in manifests]
+    split_names: list[str | None]
+    if not manifests:
+        fmt, default, split_names = "image_folder", None, [None]
+    else:
+        suffixes = {p.suffix.lower().lstrip(".") for p in manifests}
+        fmt = suffixes.pop() if len(suffixes) == 1 else "mixed"
+        default = "train" if "train" in stems else (stems[0] if len(stems) == 1 else None)
+        split_names = list(stems)
+    splits: list[SplitInfo] = []
+    errors: list[str] = []
+    for split in split_names:
+        try:
+            ds = load_dataset(path, split=split)
+        except DatasetError as exc:
+            message = f"{split}: {exc}" if split is not None and len(split_names) > 1 else str(exc)
+            if strict:
+                raise InvalidDataset(message, field="file") from exc
+            errors.append(message)
+            continue
+        splits.append(SplitInfo(split, len(ds), ds.label_counts(), ds.skipped, ds.fingerprint))
+    if manifests and default is None:
+        errors.append("several manifests and none named train: refer to one as name:split")
+    return DatasetInfo(
+        name=name,
+        format=fmt,
+        default_split=default,
+        splits=tuple(splits),
+        size_bytes=_tree_size(path),
+        created_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+        error="; ".join(errors) or None,
+    )
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for file in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, file)).st_size
+    return total
+
+
+def _signature(path: Path) -> tuple[Any, ...]:
+    """Cheap change detector: mtimes and sizes of the folder and of its direct entries."""
+    parts: list[Any] = [path.stat().st_mtime_ns]
+    for child in sorted(path.iterdir()):
+        st = child.stat()
+        parts.append((child.name, st.st_mtime_ns, st.st_size))
+    return tuple(parts)

@@ -1,0 +1,136 @@
+"""ModelLoader: loads the store's active version into the ModelHolder, at start-up and whenever it changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from model.images import DEFAULT_MAX_PIXELS
+from service.runtime.model_holder import ModelHolder
+from service.runtime.model_store import (
+    InvalidCheckpointError,
+    ModelStore,
+    ModelStoreError,
+    UnknownVersionError,
+)
+
+if TYPE_CHECKING:
+    from model.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoader:
+    """Keeps the holder in step with the active pointer; the only place predictors are built.
+
+    Loading and warm-up run in a worker thread; the swap happens only once the new predictor is
+    warm, so readiness never drops and in-flight requests finish on the predictor they started on.
+    """
+
+    def __init__(
+        self,
+        store: ModelStore,
+        holder: ModelHolder,
+        *,
+        device: str = "auto",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        compile: bool = False,
+    ) -> None:
+        self.store = store
+        self.holder = holder
+        self.device = device
+        self.max_pixels = max_pixels
+        self.compile = compile
+        self._lock = asyncio.Lock()
+        self._reason = "starting"
+        self._failed_version: str | None = None
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        """Why no model is serving, or None when one is."""
+        return None if self.holder.ready else self._reason
+
+    async def sync(self) -> None:
+        """Load the version named by the active pointer if it is not the one serving."""
+        async with self._lock:
+            try:
+                version = await asyncio.to_thread(self.store.active_version)
+            except ModelStoreError as exc:
+                self._set_problem(str(exc))
+                return
+            if version is None:
+                self._set_problem(await asyncio.to_thread(self._empty_store_reason))
+                return
+            if version in (self.holder.version, self._failed_version):
+                return
+            try:
+                predictor = await self._load(version)
+            except ModelStoreError as exc:
+                self._failed_version = version
+                self._set_problem(f"active {exc}" if isinstance(exc, InvalidCheckpointError) else str(exc))
+                return
+            self._swap(predictor)
+
+    async def activate(self, version: str) -> None:
+        """Load and warm ``version``, then point the store at it and serve it (also the rollback)."""
+        async with self._lock:
+            predictor = await self._load(version)
+            await asyncio.to_thread(self.store.set_active, version)
+            self._swap(predictor)
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll the active pointer forever so versions promoted elsewhere go live without a restart."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sync()
+            except Exception:  # the watcher must survive anything one poll runs into
+                log.exception("model watcher: sync failed")
+
+    async def _load(self, version: str) -> Predictor:
+        if not self.store.exists(version):
+            raise UnknownVersionError(version)
+        path = self.store.version_path(version)
+        if not self.holder.ready:
+            self._reason = f"loading model version {version}"
+        log.info("loading model version %s on device=%s", version, self.device)
+        try:
+            return await asyncio.to_thread(self._build, path)
+        except Exception as exc:  # any failure to build or warm up means the version cannot serve
+            raise InvalidCheckpointError(version, str(exc) or type(exc).__name__) from exc
+
+    def _build(self, path: Path) -> Predictor:
+        from model.predictor import Predictor
+
+        predictor = Predictor.from_checkpoint(path, device=self.device, max_pixels=self.max_pixels)
+        if self.compile and predictor.device.type == "cuda":
+            # Compile the encoders in place: the predictor calls them through the model's methods,
+            # which a compiled wrapper of the whole model would bypass.
+            for encoder in (predictor.model.image_encoder, predictor.model.text_encoder):
+                if encoder is not None:
+                    encoder.compile()
+        predictor.warmup()
+        return predictor
+
+    def _swap(self, predictor: Predictor) -> None:
+        self.holder.swap(predictor)
+        self._failed_version = None
+        log.info("serving model version %s on %s", predictor.version, predictor.device)
+
+    def _set_problem(self, reason: str) -> None:
+        if reason != self._reason:
+            log.warning("model not (re)loaded: %s", reason)
+        self._reason = reason
+
+    def _empty_store_reason(self) -> str:
+        count = len(self.store.list_versions())
+        if count == 0:
+            return (
+                f"no model versions in the store at {self.store.root}; train one with POST /jobs "
+                "or start the server with --bootstrap-demo"
+            )
+        return (
+            f"{count} model version(s) in the store but none is active; use POST /models/{{version}}/activate"
+        )

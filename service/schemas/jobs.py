@@ -1,0 +1,183 @@
+"""Request and response models of the /jobs routes."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from model.config import ModelConfig, TrainConfig
+from service.runtime.dataset_store import NAME_PATTERN
+from service.runtime.job_store import Job, JobStatus
+
+_NAME = NAME_PATTERN.strip("^$")
+_REF = re.compile(rf"^{_NAME}(:{_NAME})?$")
+DatasetRef = Annotated[
+    str,
+    StringConstraints(pattern=_REF.pattern),
+    Field(description="a dataset name, or `name:split` for one manifest of it (e.g. `mvsa:dev`)"),
+]
+_M = ModelConfig()
+_T = TrainConfig()
+
+
+class TrainParams(BaseModel):
+    """Model architecture and training hyper-parameters; every default is the production recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_encoder: Literal["cnn", "resnet18", "mobilenet_v3_small", "efficientnet_lite0", "none"] = (
+        _M.image_encoder  # type: ignore[assignment]
+    )
+    text_encoder: Literal["bow", "lstm", "minilm", "none"] = _M.text_encoder  # type: ignore[assignment]
+    fusion: Literal["concat", "sum", "gated"] = _M.fusion  # type: ignore[assignment]
+    pretrained: bool = Field(default=_M.pretrained, description="start from the packaged pretrained weights")
+    hidden_dim: int = Field(default=_M.hidden_dim, ge=1, le=4096)
+    dropout: float = Field(default=_M.dropout, ge=0.0, le=0.9)
+    modality_dropout: float = Field(
+        default=_M.modality_dropout, ge=0.0, le=0.5, description="chance of hiding a modality in training"
+    )
+    image_size: int = Field(default=_M.image_size, ge=16, le=1024)
+    max_text_tokens: int = Field(default=_M.max_text_tokens, ge=1, le=512)
+    vocab_size: int = Field(default=_M.vocab_size, ge=2, le=1_000_000, description="bow/lstm vocabulary")
+    embed_dim: int = Field(default=_M.embed_dim, ge=1, le=4096, description="bow / lstm embedding width")
+    epochs: int = Field(default=_T.epochs, ge=1, le=500)
+    batch_size: int = Field(default=_T.batch_size, ge=1, le=4096)
+    lr: float = Field(default=_T.lr, gt=0.0, le=1.0)
+    encoder_lr: float = Field(default=_T.encoder_lr, ge=0.0, le=1.0, description="for fine-tuned encoders")
+    weight_decay: float = Field(default=_T.weight_decay, ge=0.0, le=10.0)
+    warmup_ratio: float = Field(default=_T.warmup_ratio, ge=0.0, le=0.5)
+    schedule: Literal["cosine", "step", "constant"] = _T.schedule  # type: ignore[assignment]
+    grad_clip: float = Field(default=_T.grad_clip, ge=0.0, le=1000.0, description="0 disables clipping")
+    patience: int = Field(default=_T.patience, ge=0, le=500, description="early stopping; 0 disables")
+    class_weighted: bool = _T.class_weighted
+    augment: bool = _T.augment
+    seed: int = Field(default=_T.seed, ge=0, le=2**31 - 1)
+    finetune: Literal["none", "last", "all"] = Field(
+        default=_T.finetune,  # type: ignore[arg-type]
+        description="freeze the pretrained encoders (none) or fine-tune their last block or all of them",
+    )
+    metric: Literal["accuracy", "macro_f1", "weighted_f1"] = Field(
+        default=_T.metric,  # type: ignore[arg-type]
+        description="validation metric for early stopping and for promote=if_better",
+    )
+
+    def configs(
+        self, labels: Sequence[str], *, device: str = "auto", val_fraction: float | None = None
+    ) -> tuple[ModelConfig, TrainConfig]:
+        """The model package's configs for this recipe; ValueError("<field>: ...") when they reject it."""
+        values = self.model_dump()
+        model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+        train_values = {key: value for key, value in values.items() if key not in model_keys}
+        train_values["device"] = device
+        if val_fraction is not None:
+            train_values["val_fraction"] = val_fraction
+        model_values = {key: value for key, value in values.items() if key in model_keys}
+        return (
+            ModelConfig.from_dict({**model_values, "labels": tuple(labels)}),
+            TrainConfig.from_dict(train_values),
+        )
+
+
+class JobCreate(BaseModel):
+    """A training job: what to train on, how, and whether the result goes live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetRef
+    validation: str | float | None = Field(
+        None,
+        description="another dataset reference (its labels must be among the training labels), a fraction"
+        f" of the training set to hold out (0 < fraction <= 0.5, stratified), or null for {_T.val_fraction}",
+        examples=["demo:dev", 0.2],
+    )
+    params: TrainParams = Field(default_factory=TrainParams)
+    promote: Literal["never", "always", "if_better"] = Field(
+        "if_better",
+        description="if_better: only when the validation metric beats the active model's (or none is active)",
+    )
+
+    @field_validator("validation")
+    @classmethod
+    def _check_validation(cls, value: str | float | None) -> str | float | None:
+        """One error naming `validation` whichever form was meant (a union would report one per member)."""
+        if isinstance(value, str) and not _REF.fullmatch(value):
+            raise ValueError("expected a dataset reference 'name' or 'name:split', or a fraction")
+        if isinstance(value, float) and not 0.0 < value <= 0.5:
+            raise ValueError("a validation fraction must be > 0 and <= 0.5")
+        return value
+
+
+class JobProgress(BaseModel):
+    """Where a running job is: stage, epoch and step, latest loss, estimated time left."""
+
+    stage: str = Field(description="encoding, training or evaluating")
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    eta_s: float | None = Field(None, description="estimated seconds left")
+    fraction: float = Field(description="progress of the current stage, 0 to 1")
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class JobPublic(BaseModel):
+    """A job with its status, progress, per-epoch history, final metrics and resulting model version."""
+
+    id: str
+    status: JobStatus
+    dataset: str
+    validation: str | float | None
+    params: dict[str, Any] = Field(description="the full training recipe, defaults filled in")
+    promote: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queue_position: int | None = Field(None, description="1 = next to run; null unless queued")
+    cancel_requested: bool
+    progress: JobProgress | None
+    history: list[dict[str, Any]] = Field(description="per finished epoch: loss, validation metrics")
+    metrics: dict[str, Any] | None = Field(
+        description="validation reports (fusion, image_only, text_only), best epoch, promotion decision"
+    )
+    model_version: str | None
+    promoted: bool
+    error: str | None
+
+    @classmethod
+    def from_job(cls, job: Job, *, queue_position: int | None = None) -> JobPublic:
+        """Build from a job-store row."""
+        return cls(
+            id=job.id,
+            status=job.status,
+            dataset=job.dataset,
+            validation=job.validation,
+            params=job.params,
+            promote=job.promote,
+            created_at=datetime.fromtimestamp(job.created_at, UTC),
+            started_at=_time(job.started_at),
+            finished_at=_time(job.finished_at),
+            queue_position=queue_position,
+            cancel_requested=job.cancel_requested,
+            progress=JobProgress.model_validate(job.progress) if job.progress else None,
+            history=job.history,
+            metrics=job.metrics,
+            model_version=job.model_version,
+            promoted=job.promoted,
+            error=job.error,
+        )
+
+
+class JobList(BaseModel):
+    """Jobs newest first, with the number of jobs in each status."""
+
+    jobs: list[JobPublic]
+    counts: dict[str, int] = Field(description="jobs per status over the whole store")

@@ -1,0 +1,45 @@
+"""Model version listings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ModelVersionPublic(BaseModel):
+    """One version in the model store."""
+
+    version: str = Field(description="Version name (sorts by creation time)")
+    active: bool = Field(description="Whether the store's active pointer names this version")
+    created_at: datetime
+    labels: list[str] = Field(default_factory=list)
+    image_encoder: str | None = None
+    text_encoder: str | None = None
+    fusion: str | None = None
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="Validation metrics saved with the checkpoint"
+    )
+    dataset_fingerprint: str | None = None
+    train_config: dict[str, Any] | None = None
+    error: str | None = Field(
+        None, description="Why the checkpoint's metadata could not be read, if it cannot"
+    )
+
+
+class ModelListPublic(BaseModel):
+    """Every version in the store, oldest first, and which one is active."""
+
+    active: str | None = Field(description="The active version, or null when none is")
+    serving: str | None = Field(description="The version this replica is serving right now")
+    versions: list[ModelVersionPublic]
+
+
+class ActiveModelPublic(ModelVersionPublic):
+    """The active version and what this replica is serving."""
+
+    serving: str | None = Field(
+        description="The version this replica is serving (may lag the pointer briefly)"
+    )
+    device: str | None = Field(description="Where this replica runs the model")

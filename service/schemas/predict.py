@@ -1,0 +1,66 @@
+"""Prediction requests and responses."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.schemas.common import ErrorDetail
+
+Modality = Literal["image", "text"]
+
+
+class ModalityPrediction(BaseModel):
+    """What the model predicts from one modality alone (the other marked missing as in training)."""
+
+    label: str
+    probabilities: dict[str, float]
+
+
+class PredictionPublic(BaseModel):
+    """One prediction; ``image_only``, ``text_only`` and ``gate`` are filled with ``?explain=true``."""
+
+    label: str = Field(description="The most probable label", examples=["positive"])
+    probabilities: dict[str, float] = Field(
+        description="Probability of every label; they sum to 1",
+        examples=[{"negative": 0.12, "positive": 0.88}],
+    )
+    model_version: str = Field(description="The model version that answered")
+    modalities_used: list[Modality] = Field(description="Which inputs the model actually used")
+    image_only: ModalityPrediction | None = Field(
+        None, description="Prediction from the image alone (explain)"
+    )
+    text_only: ModalityPrediction | None = Field(None, description="Prediction from the text alone (explain)")
+    gate: dict[str, float] | None = Field(
+        None, description="Fusion gate weights per modality, when the head has a gate (explain)"
+    )
+
+
+class BatchItemError(BaseModel):
+    """A batch item that could not be predicted; the other items are unaffected."""
+
+    error: ErrorDetail
+
+
+class BatchPredictionPublic(BaseModel):
+    """Predictions in the order of the request's items."""
+
+    predictions: list[PredictionPublic | BatchItemError]
+
+
+class BatchItemCreate(BaseModel):
+    """One item of a JSON batch: a base64-encoded image and/or a text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_base64: str | None = Field(None, description="Image file bytes (JPEG, PNG, ...) in standard base64")
+    text: str | None = Field(None, description="The text paired with the image")
+
+
+class BatchPredictCreate(BaseModel):
+    """A JSON batch of items (the alternative to the multipart form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[BatchItemCreate] = Field(min_length=1, description="Up to `max_batch_items` items")

@@ -1,0 +1,415 @@
+"""The training worker (`python -m service.worker`): claims queued jobs one at a time and runs them.
+
+A separate process from the API: it reads datasets from the data directory, trains with
+`model.training.train`, writes progress to the job store, saves the checkpoint into the model store
+and promotes it per the job's `promote`. The API notices the new active version on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict
+from types import FrameType
+from typing import Any
+
+from model.datasets import DatasetError, split_dataset
+from service.runtime.dataset_store import DatasetLimits, DatasetStore, DatasetStoreError
+from service.runtime.job_store import Job, JobStore
+from service.runtime.model_store import ModelStore, ModelStoreError
+from service.schemas.jobs import TrainParams
+from service.settings import Settings
+
+log = logging.getLogger("service.worker")
+
+HEARTBEAT_S = 5.0
+# A running job whose worker (on another host, or of unknown pid) has been silent this long is dead.
+STALE_AFTER_S = 60.0
+_SWEEP_EVERY_S = 30.0
+_PROGRESS_EVERY_S = 0.5
+_CANCEL_CHECK_EVERY_S = 0.5
+_LOG_EVERY_S = 5.0
+
+
+class JobError(Exception):
+    """A job failure whose message is meant for the job's owner as it is."""
+
+
+def make_worker_id(pid: int, token: str) -> str:
+    """The id a worker records on the jobs it claims: host, pid and a token unique to this start."""
+    return f"{socket.gethostname()}:{pid}:{token}"
+
+
+def worker_alive(worker_id: str) -> bool | None:
+    """Whether the worker process behind `worker_id` is alive; None when that cannot be told from here."""
+    host, _, rest = worker_id.partition(":")
+    pid_text, _, _token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid():  # an earlier start of this same process slot (e.g. pid 1 in a container)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Heartbeat:
+    """Beats a running job's heartbeat from a thread, so that long silent stages do not look dead."""
+
+    def __init__(self, jobs: JobStore, job_id: str) -> None:
+        self._jobs = jobs
+        self._job_id = job_id
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(HEARTBEAT_S):
+            try:
+                self._jobs.heartbeat(self._job_id)
+            except Exception:  # a busy database must not kill the job; the next beat retries
+                log.warning("heartbeat of job %s failed", self._job_id, exc_info=True)
+
+
+class _ProgressWriter:
+    """`on_progress` for `train`: throttled snapshots and the epoch history to the store, log lines."""
+
+    def __init__(self, jobs: JobStore, job_id: str) -> None:
+        self.jobs = jobs
+        self.job_id = job_id
+        self.history: list[dict[str, Any]] = []
+        self._written = 0.0
+        self._logged = 0.0
+        self._stage = ""
+
+    def __call__(self, progress: Any) -> None:
+        snapshot = {
+            key: value for key, value in asdict(progress).items() if key not in ("metrics", "fold", "folds")
+        }
+        epoch_done = progress.metrics is not None
+        if epoch_done:
+            self.history.append({"epoch": progress.epoch, "loss": progress.loss, "val": progress.metrics})
+        now = time.monotonic()
+        if epoch_done or progress.stage != self._stage or now - self._written >= _PROGRESS_EVERY_S:
+            self.jobs.update_progress(self.job_id, snapshot, self.history if epoch_done else None)
+            self._written = now
+        if epoch_done or progress.stage != self._stage or now - self._logged >= _LOG_EVERY_S:
+            self._log(progress)
+            self._logged = now
+        self._stage = progress.stage
+
+    def _log(self, p: Any) -> None:
+        loss = f" loss {p.loss:.4f}" if p.loss is not None else ""
+        eta = f" eta {p.eta_s:.0f}s" if p.eta_s is not None else ""
+        val = " val " + " ".join(f"{k} {v:.3f}" for k, v in p.metrics.items()) if p.metrics else ""
+        log.info(
+            "job %s: %s epoch %d/%d step %d/%d%s%s%s",
+            self.job_id,
+            p.stage,
+            p.epoch,
+            p.epochs,
+            p.step,
+            p.steps,
+            loss,
+            val,
+            eta,
+        )
+
+
+class Worker:
+    """Runs queued jobs until stopped; `run_once` runs a single one (used by tests)."""
+
+    def __init__(
+        self, settings: Settings, *, worker_id: str | None = None, parent_pid: int | None = None
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or make_worker_id(os.getpid(), uuid.uuid4().hex[:8])
+        self.parent_pid = parent_pid
+        data_dir = settings.data_dir
+        self.jobs = JobStore(data_dir / "jobs.sqlite3")
+        self.datasets = DatasetStore(data_dir, DatasetLimits.from_settings(settings))
+        self.models = ModelStore(settings.model_dir)
+        self.cache_dir = data_dir / "cache" / "features"
+        self._stop = threading.Event()
+        self._last_sweep = 0.0
+
+    def stop(self) -> None:
+        """Finish soon: a running job stops at its next step and goes back to the queue."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker was asked to stop, or lost the API process that started it."""
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            if not self._stop.is_set():
+                log.warning("parent process %s is gone; stopping", self.parent_pid)
+            self._stop.set()
+        return self._stop.is_set()
+
+    def recover(self) -> list[str]:
+        """Fail the running jobs of workers that died (dead pid on this host, or silent for too long)."""
+        self._last_sweep = time.monotonic()
+        failed: list[str] = []
+        for job in self.jobs.running_jobs():
+            if job.worker_id is None or job.worker_id == self.worker_id:
+                continue
+            alive = worker_alive(job.worker_id)
+            silent_s = time.time() - (job.heartbeat_at or job.started_at or 0.0)
+            if alive is False:
+                reason = f"worker {job.worker_id} died while running this job"
+            elif alive is None and silent_s > STALE_AFTER_S:
+                reason = f"worker {job.worker_id} stopped sending heartbeats {silent_s:.0f} s ago"
+            else:
+                continue
+            failed += self.jobs.fail_worker_jobs(job.worker_id, reason)
+            log.warning("job %s failed: %s", job.id, reason)
+        return failed
+
+    def run(self) -> None:
+        """Claim and run jobs until `stop()` (or SIGTERM)."""
+        log.info(
+            "worker %s started (data %s, models %s)",
+            self.worker_id,
+            self.settings.data_dir,
+            self.settings.model_dir,
+        )
+        self.recover()
+        while not self.stopping:
+            if self.run_once() is None:
+                if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
+                    self.recover()
+                self._stop.wait(self.settings.worker_poll_interval_s)
+        log.info("worker %s stopped", self.worker_id)
+
+    def run_once(self) -> Job | None:
+        """Claim the next queued job and run it to the end; returns the final record, None if none queued."""
+        job = self.jobs.claim_next(self.worker_id)
+        if job is None:
+            return None
+        log.info(
+            "job %s: started on %s (validation %s, promote %s)",
+            job.id,
+            job.dataset,
+            job.validation,
+            job.promote,
+        )
+        with _Heartbeat(self.jobs, job.id):
+            self._run(job)
+        return self.jobs.get(job.id)
+
+    def _run(self, job: Job) -> None:
+        from model.training import TrainingCancelled
+
+        try:
+            self._train_and_store(job)
+        except TrainingCancelled:
+            if self.jobs.cancel_requested(job.id):
+                self.jobs.mark_cancelled(job.id)
+                log.info("job %s: cancelled; nothing was written to the model store", job.id)
+            else:
+                self.jobs.requeue(job.id)
+                log.info("job %s: worker stopping; job put back in the queue", job.id)
+        except JobError as exc:
+            self._fail(job, str(exc))
+        except DatasetError as exc:
+            self._fail(job, f"dataset: {exc}")
+        except DatasetStoreError as exc:
+            self._fail(job, exc.message)
+        except Exception as exc:
+            log.exception("job %s: failed", job.id)
+            self._fail(job, f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, job: Job, message: str) -> None:
+        self.jobs.mark_failed(job.id, message)
+        log.error("job %s: failed: %s", job.id, message)
+
+    def _should_stop(self, job_id: str) -> Any:
+        last_check = 0.0
+        cancelled = False
+
+        def should_stop() -> bool:
+            nonlocal last_check, cancelled
+            now = time.monotonic()
+            if not cancelled and now - last_check >= _CANCEL_CHECK_EVERY_S:
+                cancelled = self.jobs.cancel_requested(job_id)
+                last_check = now
+            return cancelled or self.stopping
+
+        return should_stop
+
+    def _train_and_store(self, job: Job) -> None:
+        from model.checkpoint import save_checkpoint
+        from model.features import FeatureCache
+        from model.training import TrainingCancelled, train
+
+        params = TrainParams.model_validate(job.params)
+        train_set = self.datasets.load(job.dataset)
+        fraction = job.validation if isinstance(job.validation, float) else None
+        model_config, train_config = params.configs(
+            train_set.labels, device=self.settings.device, val_fraction=fraction
+        )
+        if isinstance(job.validation, str):
+            try:
+                val_set = self.datasets.load(job.validation, labels=train_set.labels)
+            except DatasetError as exc:
+                raise JobError(f"validation: {exc}") from exc
+        else:
+            train_set, val_set = split_dataset(train_set, train_config.val_fraction, train_config.seed)
+        log.info(
+            "job %s: %d training and %d validation samples, labels %s",
+            job.id,
+            len(train_set),
+            len(val_set),
+            ", ".join(train_set.labels),
+        )
+
+        writer = _ProgressWriter(self.jobs, job.id)
+        should_stop = self._should_stop(job.id)
+        result = train(
+            model_config,
+            train_config,
+            train_set,
+            val_set,
+            cache=FeatureCache(self.cache_dir),
+            on_progress=writer,
+            should_stop=should_stop,
+        )
+        if self.jobs.cancel_requested(job.id):  # cancelled during the final evaluation: discard the model
+            raise TrainingCancelled()
+
+        metric = train_config.metric
+        value = result.metrics["fusion"][metric]
+        path = self.models.new_version_path()
+        try:
+            save_checkpoint(
+                path,
+                result.model,
+                metrics=result.metrics,
+                dataset_fingerprint=train_set.fingerprint,
+                train_config=train_config,
+                extra={"job_id": job.id, "dataset": job.dataset, "validation": job.validation},
+            )
+        except Exception as exc:
+            raise JobError(f"could not save the model: {exc}") from exc
+        promotion = self._promote(job, path.name, metric, value)
+        metrics = {
+            **result.metrics,
+            "labels": list(result.model.labels),
+            "best_epoch": result.best_epoch,
+            "metric": metric,
+            "promotion": promotion,
+        }
+        done = {
+            "stage": "done",
+            "epoch": result.best_epoch,
+            "epochs": train_config.epochs,
+            "step": 0,
+            "steps": 0,
+            "loss": None,
+            "eta_s": 0.0,
+            "fraction": 1.0,
+        }
+        self.jobs.mark_succeeded(
+            job.id,
+            metrics=metrics,
+            history=result.history,
+            model_version=path.name,
+            promoted=promotion["promoted"],
+            progress=done,
+        )
+        log.info(
+            "job %s: succeeded, version %s, %s %.4f; %s",
+            job.id,
+            path.name,
+            metric,
+            value,
+            promotion["reason"],
+        )
+
+    def _promote(self, job: Job, version: str, metric: str, value: float) -> dict[str, Any]:
+        """Activate the new version per the job's policy; returns the decision and why."""
+        decision: dict[str, Any] = {"policy": job.promote, "metric": metric, "value": value}
+        active = None
+        try:
+            active = self.models.active_version()
+        except ModelStoreError as exc:
+            log.warning("job %s: active pointer unreadable (%s)", job.id, exc)
+        decision["previous_version"] = active
+        if job.promote == "never":
+            return {**decision, "promoted": False, "reason": "promote is never"}
+        if job.promote == "if_better" and active is not None and self.models.exists(active):
+            recorded = self.models.get(active).metrics
+            # Checkpoints from jobs and the CLI keep per-mode reports; hand-made ones may be flat.
+            fusion = recorded.get("fusion")
+            previous = fusion.get(metric) if isinstance(fusion, dict) else recorded.get(metric)
+            decision["previous_value"] = previous
+            if not isinstance(previous, int | float):
+                reason = f"not promoted: active version {active} has no recorded {metric} to compare with"
+                return {**decision, "promoted": False, "reason": reason}
+            if value <= previous:
+                reason = f"not promoted: {metric} {value:.4f} does not beat active {active} ({previous:.4f})"
+                return {**decision, "promoted": False, "reason": reason}
+        self.models.activate(version)
+        why = (
+            "promote is always"
+            if job.promote == "always"
+            else "no active model"
+            if active is None
+            else "better"
+        )
+        return {**decision, "promoted": True, "reason": f"promoted ({why})"}
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="fusion-worker", description="Run queued training jobs.")
+    parser.add_argument("--worker-token", help="token in this worker's id (set by the API's supervisor)")
+    parser.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the process that started this one exits"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m service.worker` / `fusion-worker`; settings come from FUSION_* variables."""
+    from service.logging_setup import configure_logging
+
+    args = _parse_args(argv)
+    settings = Settings()
+    configure_logging(settings)
+    token = args.worker_token or uuid.uuid4().hex[:8]
+    worker = Worker(
+        settings,
+        worker_id=make_worker_id(os.getpid(), token),
+        parent_pid=os.getppid() if args.exit_with_parent else None,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("worker %s: %s received, stopping", worker.worker_id, signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

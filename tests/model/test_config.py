@@ -1,0 +1,124 @@
+"""Tests for model.config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from model.config import ModelConfig, TrainConfig
+
+
+def test_model_config_default_is_the_production_recipe() -> None:
+    config = ModelConfig()
+    assert (config.image_encoder, config.text_encoder, config.fusion) == (
+        "efficientnet_lite0",
+        "minilm",
+        "gated",
+    )
+    assert config.pretrained
+
+
+def test_model_config_round_trips_through_json() -> None:
+    config = ModelConfig(labels=("neg", "pos"), image_encoder="cnn", text_encoder="lstm", hidden_dim=32)
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_train_config_round_trips_through_json() -> None:
+    config = TrainConfig(epochs=3, schedule="step", finetune="last", kfold=5, metric="accuracy")
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_to_dict_gives_lists_not_tuples() -> None:
+    data = ModelConfig(labels=("a", "b")).to_dict()
+    assert data["labels"] == ["a", "b"]
+    assert isinstance(data["image_mean"], list)
+
+
+@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig])
+def test_from_dict_rejects_unknown_keys(cls: Any) -> None:
+    with pytest.raises(ValueError, match=r"^colour: unknown field"):
+        cls.from_dict({"colour": "red"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("batch_size", -1),
+        ("lr", 0.0),
+        ("warmup_ratio", 0.9),
+        ("schedule", "linear"),
+        ("finetune", "some"),
+        ("device", "tpu"),
+        ("kfold", 1),
+        ("metric", "auc"),
+        ("patience", -2),
+    ],
+)
+def test_train_config_rejects_out_of_range_values_naming_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}: "):
+        TrainConfig.from_dict({field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("image_encoder", "vit"),
+        ("text_encoder", "gpt"),
+        ("fusion", "attention"),
+        ("hidden_dim", 0),
+        ("modality_dropout", 0.6),
+        ("image_size", 8),
+        ("max_text_tokens", 1000),
+        ("image_std", [0.5, 0.0, 0.5]),
+        ("image_mean", [0.5, 0.5]),
+    ],
+)
+def test_model_config_rejects_bad_values_naming_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}: "):
+        ModelConfig.from_dict({field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("epochs", True), ("epochs", 2.5), ("lr", "fast"), ("augment", 1)]
+)
+def test_wrong_json_types_are_rejected(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}: expected"):
+        TrainConfig.from_dict({field: value})
+
+
+def test_integer_is_accepted_for_a_float_field() -> None:
+    assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+def test_labels_must_be_unique_and_non_empty() -> None:
+    with pytest.raises(ValueError, match=r"^labels: .*unique"):
+        ModelConfig(labels=("a", "a"))
+    with pytest.raises(ValueError, match=r"^labels: .*non-empty"):
+        ModelConfig(labels=("a", " "))
+
+
+def test_a_model_needs_at_least_one_encoder() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        ModelConfig(image_encoder="none", text_encoder="none")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"modality_dropout": 0.0}, False),
+        ({"modality_dropout": 0.1}, True),
+        ({"modality_dropout": 0.0, "image_encoder": "none"}, True),
+        ({"modality_dropout": 0.0, "text_encoder": "none"}, True),
+    ],
+)
+def test_supports_missing_modality(overrides: dict[str, Any], expected: bool) -> None:
+    assert ModelConfig(**overrides).supports_missing_modality is expected
+
+
+def test_configs_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().epochs = 3  # type: ignore[misc]

@@ -1,0 +1,189 @@
+"""Tests for model.encoders: every encoder builds and runs; pretrained ones load their packaged weights."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.config import FUSIONS, IMAGE_ENCODERS, TEXT_ENCODERS
+from model.encoders import Encoder, build_image_encoder, build_text_encoder
+from model.encoders.efficientnet_lite import EfficientNetLite0, weights_path
+from model.encoders.minilm import MiniLM, model_dir
+from model.fusion import FusionClassifier
+from model.images import ImageTransform, load_image
+from model.text import normalize_text
+from tests.factories import make_jpeg, make_png, tiny_model_config, tiny_vocabulary
+
+SENTENCES = ["A man is eating food.", "RT @bob: the weather is lovely today #sun", "I hate mondays!!"]
+COMBINATIONS = [
+    (image, text, fusion)
+    for image, text, fusion in itertools.product(IMAGE_ENCODERS, TEXT_ENCODERS, FUSIONS)
+    if (image, text) != ("none", "none")
+]
+
+
+@pytest.fixture(scope="module")
+def effnet() -> EfficientNetLite0:
+    return EfficientNetLite0(pretrained=True)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> MiniLM:
+    return MiniLM(tiny_model_config(text_encoder="minilm", max_text_tokens=128), pretrained=True)
+
+
+@pytest.fixture(scope="module")
+def random_encoders() -> dict[str, Encoder]:
+    """One randomly initialised encoder per name, shared by the sweep (building MiniLM is slow)."""
+    config = tiny_model_config()
+    vocab = tiny_vocabulary(config)
+    built: dict[str, Encoder] = {n: build_image_encoder(n, config) for n in IMAGE_ENCODERS if n != "none"}
+    built.update({n: build_text_encoder(n, config, vocab) for n in TEXT_ENCODERS if n != "none"})
+    return built
+
+
+@pytest.mark.parametrize(("image", "text", "fusion"), COMBINATIONS)
+def test_every_combination_classifies_real_image_bytes(
+    image: str, text: str, fusion: str, random_encoders: dict[str, Encoder]
+) -> None:
+    config = tiny_model_config(image_encoder=image, text_encoder=text, fusion=fusion, labels=("a", "b", "c"))
+    model = FusionClassifier(
+        config,
+        random_encoders.get(image),  # type: ignore[arg-type]
+        random_encoders.get(text),  # type: ignore[arg-type]
+        tiny_vocabulary(config),
+    ).eval()
+    transform = ImageTransform(config, train=False)
+    pixels = torch.stack([transform(load_image(make_jpeg(size=(48, 40)))), transform(load_image(make_png()))])
+    texts = model.tokenize(["good morning", "RT @x: bad"]) if text != "none" else None
+    with torch.no_grad():
+        out = model(pixels, texts, torch.tensor([True, True]), torch.tensor([True, True]))
+    assert out.logits.shape == (2, 3)
+    assert torch.isfinite(out.logits).all()
+    assert (out.gate is not None) == (fusion == "gated")
+
+
+@pytest.mark.parametrize(
+    ("image", "text"),
+    [*((n, "bow") for n in IMAGE_ENCODERS), *(("none", n) for n in TEXT_ENCODERS if n != "none")],
+)
+def test_build_creates_the_configured_encoders(image: str, text: str) -> None:
+    config = tiny_model_config(image_encoder=image, text_encoder=text)
+    model = FusionClassifier.build(config, tiny_vocabulary(config))
+    assert (model.image_encoder.name if model.image_encoder else "none") == image
+    assert (model.text_encoder.name if model.text_encoder else "none") == text
+
+
+@pytest.mark.parametrize("name", [n for n in IMAGE_ENCODERS if n != "none"])
+def test_image_encoder_output_width_matches_out_dim(name: str) -> None:
+    encoder = build_image_encoder(name, tiny_model_config(), load_weights=False).eval()
+    with torch.no_grad():
+        assert encoder(torch.randn(2, 3, 40, 56)).shape == (2, encoder.out_dim)
+
+
+@pytest.mark.parametrize("name", ["bow", "lstm"])
+def test_vocabulary_text_encoders_handle_empty_and_long_texts(name: str) -> None:
+    config = tiny_model_config(text_encoder=name, max_text_tokens=4)
+    encoder = build_text_encoder(name, config, tiny_vocabulary(config))
+    inputs = encoder.tokenize(["", "love love love love love love love"])
+    assert inputs["input_ids"].shape == (2, 4)
+    features = encoder(inputs)
+    assert features.shape == (2, encoder.out_dim)
+    assert torch.equal(features[0], torch.zeros(encoder.out_dim))
+
+
+@pytest.mark.parametrize("name", ["bow", "lstm"])
+def test_vocabulary_encoders_require_a_vocabulary(name: str) -> None:
+    with pytest.raises(ValueError, match="vocabulary"):
+        build_text_encoder(name, tiny_model_config())
+
+
+def test_unknown_encoder_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"^image_encoder: unknown"):
+        build_image_encoder("vit", tiny_model_config())
+    with pytest.raises(ValueError, match=r"^text_encoder: unknown"):
+        build_text_encoder("gpt", tiny_model_config())
+
+
+def test_identity_follows_the_weights() -> None:
+    first, second = (build_image_encoder("cnn", tiny_model_config()) for _ in range(2))
+    assert first.identity != second.identity
+    second.load_state_dict(first.state_dict())
+    assert first.identity == second.identity
+    assert first.identity.startswith("cnn@")
+
+
+def test_efficientnet_loads_every_packaged_tensor(effnet: EfficientNetLite0) -> None:
+    packaged = torch.load(weights_path(), weights_only=True, map_location="cpu")
+    ours = effnet.state_dict()
+    assert set(ours) == {k for k in packaged if not k.startswith("_fc.")}
+    assert all(torch.equal(ours[k], packaged[k]) for k in ours)
+
+
+def test_efficientnet_identity_is_stable_across_loads(effnet: EfficientNetLite0) -> None:
+    assert EfficientNetLite0(pretrained=True).identity == effnet.identity
+
+
+def test_pretrained_encoder_starts_frozen_and_stays_in_eval(effnet: EfficientNetLite0) -> None:
+    assert effnet.frozen
+    effnet.train()
+    assert not effnet.training
+
+
+@pytest.fixture
+def unfrozen_last(effnet: EfficientNetLite0) -> Iterator[EfficientNetLite0]:
+    effnet.set_finetune("last")
+    yield effnet
+    effnet.set_finetune("none")
+
+
+def test_finetune_last_trains_only_the_last_blocks_with_frozen_batchnorm(
+    unfrozen_last: EfficientNetLite0,
+) -> None:
+    trainable = {n for n, p in unfrozen_last.named_parameters() if p.requires_grad}
+    assert "_conv_head.weight" in trainable
+    assert "_blocks.15._project_conv.weight" in trainable
+    assert "_conv_stem.weight" not in trainable
+    unfrozen_last.train()
+    assert unfrozen_last.training
+    assert not unfrozen_last._bn1.training
+
+
+def test_efficientnet_features_are_pooled_1280d(effnet: EfficientNetLite0) -> None:
+    config = tiny_model_config(image_size=64)
+    pixels = ImageTransform(config, train=False)(load_image(make_jpeg(size=(64, 64)))).unsqueeze(0)
+    with torch.no_grad():
+        assert effnet(pixels).shape == (1, 1280)
+
+
+def test_minilm_loads_every_packaged_tensor(minilm: MiniLM) -> None:
+    packaged = load_file(str(model_dir() / "model.safetensors"))
+    ours = minilm.state_dict()
+    assert set(ours) == set(packaged)
+    assert all(torch.equal(ours[k], packaged[k]) for k in ours)
+
+
+def test_minilm_truncates_to_max_text_tokens() -> None:
+    encoder = MiniLM(tiny_model_config(text_encoder="minilm", max_text_tokens=8), load_weights=False)
+    inputs = encoder.tokenize(["word " * 50, "short"])
+    assert inputs["input_ids"].shape == (2, 8)
+    assert inputs["attention_mask"][1].sum() == 3  # [CLS] short [SEP]
+
+
+@pytest.mark.slow  # importing sentence-transformers (and transformers) alone takes seconds
+def test_minilm_matches_sentence_transformers(minilm: MiniLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(model_dir()), device="cpu")
+    texts = [normalize_text(s, minilm.config) for s in SENTENCES]
+    expected = torch.from_numpy(reference.encode(texts, convert_to_numpy=True))
+    with torch.no_grad():
+        ours = minilm(minilm.tokenize(SENTENCES))
+    assert torch.allclose(ours, expected, atol=1e-4)
+    assert torch.allclose(ours.norm(dim=1), torch.ones(len(SENTENCES)))

@@ -1,0 +1,132 @@
+"""Fixtures that build the API around tiny checkpoints in a temporary model store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from model.demo_data import write_demo_dataset
+from service.app import create_app
+from service.runtime.model_store import ModelStore
+from service.settings import Settings
+from tests.factories import save_tiny_checkpoint
+
+SettingsFactory = Callable[..., Settings]
+VersionFactory = Callable[..., str]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> SettingsFactory:
+    """Settings for a test app: stores under ``tmp_path``, no worker, no .env file, fast polling."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "model_dir": tmp_path / "models",
+            "data_dir": tmp_path / "data",
+            "start_worker": False,
+            "model_poll_interval_s": 0.05,
+            "decode_threads": 1,
+            "torch_threads": 1,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    """The model store the test apps use."""
+    return ModelStore(tmp_path / "models")
+
+
+@pytest.fixture
+def make_version(store: ModelStore) -> VersionFactory:
+    """Save a tiny untrained checkpoint as a new version in the store; returns its name."""
+
+    def make(labels: tuple[str, ...] = ("negative", "positive"), **overrides: Any) -> str:
+        return save_tiny_checkpoint(store.new_version_path(), labels, **overrides).name
+
+    return make
+
+
+@pytest.fixture
+def active_version(store: ModelStore, make_version: VersionFactory) -> str:
+    """A tiny version, activated."""
+    version = make_version()
+    store.activate(version)
+    return version
+
+
+@pytest.fixture
+def make_client(make_settings: SettingsFactory) -> Iterator[Callable[..., TestClient]]:
+    """Start (lifespan included) a TestClient for an app built with ``make_settings(**overrides)``."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in reversed(clients):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(active_version: str, make_client: Callable[..., TestClient]) -> TestClient:
+    """A started app serving the tiny ``active_version``."""
+    return make_client()
+
+
+@pytest.fixture
+def empty_client(make_client: Callable[..., TestClient]) -> TestClient:
+    """A started app over an empty model store."""
+    return make_client()
+
+
+# ---- training side: datasets and jobs ------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_job_params() -> dict[str, Any]:
+    """Job params that train in a few seconds on two cores: cnn + bow at 32 px, three epochs."""
+    return {
+        "image_encoder": "cnn",
+        "text_encoder": "bow",
+        "fusion": "gated",
+        "pretrained": False,
+        "image_size": 32,
+        "hidden_dim": 16,
+        "embed_dim": 16,
+        "max_text_tokens": 16,
+        "epochs": 3,
+        "batch_size": 16,
+        "patience": 0,
+    }
+
+
+@pytest.fixture
+def demo_dataset(tmp_path: Path) -> str:
+    """The demo dataset placed by hand in the test data directory as ``demo`` (splits train and dev)."""
+    write_demo_dataset(tmp_path / "data" / "datasets" / "demo", n_per_class=16)
+    return "demo"
+
+
+@pytest.fixture
+def single_cpu() -> Iterator[None]:
+    """Pin the test (and the threads and processes it starts) to one CPU while it trains.
+
+    ``model.training.train`` sizes torch's thread pool to the CPUs it may use; on a machine shared with
+    other work those threads spin-wait each other and a tiny job takes 20x longer than on one thread.
+    """
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    yield
+    os.sched_setaffinity(0, before)

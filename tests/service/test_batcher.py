@@ -1,0 +1,184 @@
+"""MicroBatcher: batches under concurrency, per-item errors, bounded queue, model binding at submission."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model.images import ImageDecodeError
+from model.predictor import Predictor
+from service.runtime.batcher import MicroBatcher, NotReadyError, QueueFullError
+from service.runtime.model_holder import ModelHolder
+from tests.factories import make_jpeg, save_tiny_checkpoint
+
+
+def _predictor(path: Path, **overrides: Any) -> Predictor:
+    return Predictor.from_checkpoint(save_tiny_checkpoint(path, **overrides), device="cpu")
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> ModelHolder:
+    holder = ModelHolder()
+    holder.swap(_predictor(tmp_path / "v1"))
+    return holder
+
+
+@pytest.fixture
+def batches() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def batcher(holder: ModelHolder, batches: list[int]) -> Iterator[MicroBatcher]:
+    batcher = MicroBatcher(
+        holder, max_batch_size=8, max_wait_ms=20, decode_threads=2, on_batch=batches.append
+    )
+    batcher.start()
+    yield batcher
+    batcher.stop()
+
+
+def test_concurrent_requests_share_forward_passes(batcher: MicroBatcher, batches: list[int]) -> None:
+    async def main() -> list[Any]:
+        jobs = [batcher.predict(make_jpeg((i * 10, 0, 0)), f"text {i}") for i in range(20)]
+        return await asyncio.gather(*jobs)
+
+    results = asyncio.run(main())
+    assert len(results) == 20
+    assert sum(batches) == 20
+    assert max(batches) > 1
+    assert max(batches) <= 8
+
+
+def test_batched_results_equal_single_results(batcher: MicroBatcher, holder: ModelHolder) -> None:
+    images = [make_jpeg((i * 40, 200 - i * 30, 90)) for i in range(5)]
+    texts = ["good", "bad", None, "fine day", "awful"]
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(batcher.predict(img, txt) for img, txt in zip(images, texts, strict=True))
+        )
+
+    served = asyncio.run(main())
+    predictor = holder.predictor
+    assert predictor is not None
+    for img, txt, result in zip(images, texts, served, strict=True):
+        (alone,) = predictor.predict_batch([img], [txt])
+        assert result.prediction.label == alone.label
+        for label, p in alone.probabilities.items():
+            assert result.prediction.probabilities[label] == pytest.approx(p, abs=1e-5)
+        assert result.version == predictor.version
+
+
+def test_bad_image_fails_alone(batcher: MicroBatcher) -> None:
+    async def main() -> list[Any]:
+        jobs = [
+            batcher.predict(make_jpeg(), "ok"),
+            batcher.predict(b"not an image", "x"),
+            batcher.predict(None, "hi"),
+        ]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    good, bad, text_only = asyncio.run(main())
+    assert isinstance(bad, ImageDecodeError)
+    assert good.prediction.modalities_used == ["image", "text"]
+    assert text_only.prediction.modalities_used == ["text"]
+
+
+def test_item_the_model_rejects_does_not_fail_its_batch_mates(tmp_path: Path, batches: list[int]) -> None:
+    holder = ModelHolder()
+    holder.swap(_predictor(tmp_path / "both", modality_dropout=0.0))  # needs image and text
+    batcher = MicroBatcher(holder, max_batch_size=8, max_wait_ms=50, on_batch=batches.append)
+    batcher.start()
+
+    async def main() -> list[Any]:
+        jobs = [
+            batcher.predict(None, f"text only {i}") if i == 2 else batcher.predict(make_jpeg(), "t")
+            for i in range(5)
+        ]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert isinstance(results[2], ValueError)
+    assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 2)
+
+
+def test_full_queue_raises_with_retry_hint(holder: ModelHolder) -> None:
+    release = threading.Event()
+
+    def slow_decode(predictor: Predictor, data: bytes) -> Any:
+        release.wait(5)
+        return predictor.preprocess_image(data)
+
+    batcher = MicroBatcher(holder, decode=slow_decode, max_queue=2, decode_threads=2)
+    batcher.start()
+
+    async def main() -> tuple[list[Any], BaseException | None]:
+        waiting = [asyncio.ensure_future(batcher.predict(make_jpeg(), "t")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        try:
+            await batcher.predict(None, "one too many")
+            error = None
+        except QueueFullError as exc:
+            error = exc
+        release.set()
+        return await asyncio.gather(*waiting), error
+
+    try:
+        results, error = asyncio.run(main())
+    finally:
+        release.set()
+        batcher.stop()
+    assert isinstance(error, QueueFullError)
+    assert error.retry_after_s >= 1
+    assert len(results) == 2
+    assert batcher.depth == 0
+
+
+def test_no_model_raises_not_ready() -> None:
+    batcher = MicroBatcher(ModelHolder())
+    batcher.start()
+    try:
+        with pytest.raises(NotReadyError):
+            asyncio.run(batcher.predict(None, "hello"))
+    finally:
+        batcher.stop()
+
+
+def test_request_finishes_on_the_model_it_started_on(tmp_path: Path, holder: ModelHolder) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_decode(predictor: Predictor, data: bytes) -> Any:
+        started.set()
+        release.wait(5)
+        return predictor.preprocess_image(data)
+
+    batcher = MicroBatcher(holder, decode=slow_decode)
+    batcher.start()
+    old_version = holder.version
+    new = _predictor(tmp_path / "v2")
+
+    async def main() -> Any:
+        pending = asyncio.ensure_future(batcher.predict(make_jpeg(), "t"))
+        await asyncio.to_thread(started.wait, 5)
+        holder.swap(new)  # while the first request is in flight
+        release.set()
+        return await pending, await batcher.predict(None, "after the swap")
+
+    try:
+        (first, second) = asyncio.run(main())
+    finally:
+        release.set()
+        batcher.stop()
+    assert first.version == old_version
+    assert second.version == new.version
+    assert holder.retired_count() == 0  # the old model went away with its last request

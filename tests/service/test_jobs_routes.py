@@ -1,0 +1,264 @@
+"""/jobs routes: queue, run (worker in-process), follow, report, cancel, promotion, validation, auth."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from model.checkpoint import save_checkpoint
+from service.runtime.model_store import ModelStore
+from service.worker import Worker
+from tests.factories import build_tiny_model, make_jpeg
+from tests.service.zips import demo_zip
+
+KEY = "jobs-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+Params = dict[str, Any]
+
+
+@pytest.fixture
+def client(active_version: str, make_client: Callable[..., TestClient], single_cpu: None) -> TestClient:
+    """An app with an API key, serving the tiny active version."""
+    return make_client(api_key=KEY, device="cpu")
+
+
+@pytest.fixture
+def demo(client: TestClient, tmp_path: Path) -> str:
+    """The demo dataset, uploaded as a zip."""
+    response = client.post(
+        "/datasets",
+        files=[("name", (None, b"demo")), ("file", ("demo.zip", demo_zip(tmp_path, 16), "application/zip"))],
+        headers=AUTH,
+    )
+    assert response.status_code == 201, response.text
+    return "demo"
+
+
+def _worker(client: TestClient) -> Worker:
+    return Worker(client.app.state.settings)  # type: ignore[attr-defined]
+
+
+def _create(client: TestClient, **body: Any) -> Any:
+    return client.post("/jobs", json=body, headers=AUTH)
+
+
+def _queue(client: TestClient, params: Params, **body: Any) -> dict[str, Any]:
+    body = {"dataset": "demo", "validation": "demo:dev", "params": params, **body}
+    response = _create(client, **body)
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def _status(client: TestClient, job_id: str) -> str:
+    status: str = client.get(f"/jobs/{job_id}").json()["status"]
+    return status
+
+
+def _predict(client: TestClient) -> Any:
+    image = ("a.jpg", make_jpeg(), "image/jpeg")
+    return client.post("/predict", files={"image": image}, data={"text": "ice"})
+
+
+def _serving(client: TestClient) -> str | None:
+    answer = _predict(client)
+    version: str | None = answer.json().get("model_version") if answer.status_code == 200 else None
+    return version
+
+
+def test_job_lifecycle_ends_with_a_promoted_version_served_without_restart(
+    client: TestClient, demo: str, tiny_job_params: Params, active_version: str
+) -> None:
+    assert _serving(client) == active_version
+    response = _create(client, dataset=demo, validation="demo:dev", params=tiny_job_params, promote="always")
+    assert response.status_code == 202
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    assert (job["status"], job["queue_position"], job["params"]["epochs"]) == ("queued", 1, 3)
+
+    _worker(client).run_once()
+
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded" and done["promoted"] and done["error"] is None
+    assert [entry["epoch"] for entry in done["history"]] == [1, 2, 3]
+    assert done["progress"]["fraction"] == 1.0 and done["finished_at"] >= done["started_at"]
+    _wait_for(lambda: _serving(client) == done["model_version"])
+    assert set(_predict(client).json()["probabilities"]) == {"match", "mismatch"}
+    assert client.get("/models/active").json()["version"] == done["model_version"]
+
+
+def test_if_better_refuses_a_worse_model(
+    client: TestClient, demo: str, tiny_job_params: Params, store: ModelStore
+) -> None:
+    perfect = save_checkpoint(
+        store.new_version_path(),
+        build_tiny_model(labels=("match", "mismatch")),
+        metrics={"fusion": {"macro_f1": 1.0}},
+        dataset_fingerprint="perfect",
+    ).name
+    assert client.post(f"/models/{perfect}/activate", headers=AUTH).status_code == 200
+    job = _queue(client, tiny_job_params, promote="if_better")
+
+    _worker(client).run_once()
+
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded" and not done["promoted"]
+    assert "does not beat" in done["metrics"]["promotion"]["reason"]
+    assert client.get("/models/active").json()["version"] == perfect
+    assert done["model_version"] in {v["version"] for v in client.get("/models").json()["versions"]}
+
+
+def test_cancel_of_a_queued_job_is_immediate(client: TestClient, demo: str, tiny_job_params: Params) -> None:
+    job = _queue(client, tiny_job_params)
+
+    response = client.post(f"/jobs/{job['id']}/cancel", headers=AUTH)
+
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert _worker(client).run_once() is None
+    again = client.post(f"/jobs/{job['id']}/cancel", headers=AUTH)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+
+
+def test_cancel_of_a_running_job_discards_its_model(
+    client: TestClient, demo: str, tiny_job_params: Params, active_version: str
+) -> None:
+    job = _queue(client, {**tiny_job_params, "epochs": 500}, promote="always")
+    worker = threading.Thread(target=_worker(client).run_once)
+    worker.start()
+    _wait_for(lambda: _status(client, job["id"]) == "running")
+
+    response = client.post(f"/jobs/{job['id']}/cancel", headers=AUTH)
+    worker.join(60)
+
+    assert response.status_code == 200 and response.json()["cancel_requested"]
+    final = client.get(f"/jobs/{job['id']}").json()
+    assert final["status"] == "cancelled" and final["model_version"] is None
+    assert [v["version"] for v in client.get("/models").json()["versions"]] == [active_version]
+
+
+def _events(body: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in body.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_events_stream_progress_until_the_job_ends(
+    client: TestClient, demo: str, tiny_job_params: Params
+) -> None:
+    job = _queue(client, {**tiny_job_params, "epochs": 30}, promote="never")
+    worker = threading.Thread(target=_worker(client).run_once)
+    worker.start()
+    _wait_for(lambda: _status(client, job["id"]) == "running")
+
+    response = client.get(f"/jobs/{job['id']}/events")
+    worker.join(60)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = _events(response.text)
+    assert events[0][0] == "progress" and events[0][1]["status"] == "running"
+    assert events[-1][0] == "end" and events[-1][1]["status"] == "succeeded"
+    assert [name for name, _ in events[:-1]] == ["progress"] * (len(events) - 1)
+
+
+def test_report_is_a_png_once_the_job_has_epochs(
+    client: TestClient, demo: str, tiny_job_params: Params
+) -> None:
+    job = _queue(client, tiny_job_params, promote="never")
+    assert client.get(f"/jobs/{job['id']}/report.png").status_code == 409
+
+    _worker(client).run_once()
+    response = client.get(f"/jobs/{job['id']}/report.png")
+
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.format == "PNG" and image.width > 600
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"params": {"epochs": 0}}, "params.epochs"),
+        ({"params": {"epochs": 501}}, "params.epochs"),
+        ({"params": {"batch_size": 0}}, "params.batch_size"),
+        ({"params": {"lr": 2.0}}, "params.lr"),
+        ({"params": {"image_encoder": "vgg"}}, "params.image_encoder"),
+        ({"params": {"unknown_knob": 1}}, "params.unknown_knob"),
+        ({"validation": 0.9}, "validation"),
+        ({"promote": "sometimes"}, "promote"),
+        ({"dataset": "no-such-dataset"}, "dataset"),
+        ({"dataset": "demo:nosplit"}, "dataset"),
+        ({"dataset": "../etc"}, "dataset"),
+        ({"validation": "no-such-dataset"}, "validation"),
+    ],
+)
+def test_bad_requests_are_422_naming_the_field(
+    client: TestClient, demo: str, body: dict[str, Any], field: str
+) -> None:
+    response = _create(client, **{"dataset": "demo", **body})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+
+
+def test_validation_set_with_unknown_labels_is_refused(
+    client: TestClient, demo: str, tmp_path: Path, tiny_job_params: Params
+) -> None:
+    folder = tmp_path / "data" / "datasets" / "other"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for i in range(2):
+            (folder / label / f"{i}.jpg").write_bytes(make_jpeg((60 * i, 90, 200 if label == "cat" else 0)))
+            (folder / label / f"{i}.txt").write_text(f"{label} {i}")
+
+    response = _create(client, dataset="demo", validation="other", params=tiny_job_params)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == "validation" and "'cat'" in error["message"]
+
+
+def test_mutating_job_routes_require_the_key(client: TestClient, demo: str) -> None:
+    assert client.post("/jobs", json={"dataset": "demo"}).status_code == 401
+    job = _create(client, dataset="demo").json()
+    assert client.post(f"/jobs/{job['id']}/cancel").status_code == 401
+    assert client.get(f"/jobs/{job['id']}").status_code == 200
+
+
+def test_list_filters_by_status_and_counts(client: TestClient, demo: str) -> None:
+    first = _create(client, dataset="demo").json()
+    _create(client, dataset="demo")
+    client.post(f"/jobs/{first['id']}/cancel", headers=AUTH)
+
+    queued = client.get("/jobs", params={"status": "queued"}).json()
+    everything = client.get("/jobs").json()
+
+    assert [job["status"] for job in queued["jobs"]] == ["queued"]
+    assert len(everything["jobs"]) == 2
+    assert everything["counts"]["cancelled"] == 1 and everything["counts"]["queued"] == 1
+    assert client.get("/jobs", params={"status": "bogus"}).status_code == 422
+
+
+def test_unknown_job_is_404(client: TestClient) -> None:
+    for path in ("/jobs/nope", "/jobs/nope/events", "/jobs/nope/report.png"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
