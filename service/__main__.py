@@ -85,7 +85,7 @@ def bootstrap_demo(
         print(f"model store {store.root} already has an active version; skipping the demo training")
         return None
     root = settings.data_dir / "datasets" / "demo"
-    if not (root / "train.jsonl").is_file():
+    if not (root / "dev.jsonl").is_file():  # written last: its presence means the dataset is complete
         print(f"writing the demo dataset to {root}")
         write_demo_dataset(root, n_per_class=n_per_class)
     train_set = load_dataset(root, split="train")

@@ -41,7 +41,7 @@ def _plot_loss(ax: Any, history: list[dict[str, Any]]) -> None:
     losses = [entry["loss"] for entry in history if entry.get("loss") is not None]
     ax.plot(epochs, losses, marker="o", color="tab:red")
     ax.set(title="training loss", xlabel="epoch", ylabel="loss")
-    ax.grid(alpha=0.3)
+    _integer_epochs(ax)
 
 
 def _plot_metrics(ax: Any, history: list[dict[str, Any]], best_epoch: int | None) -> None:
@@ -53,9 +53,16 @@ def _plot_metrics(ax: Any, history: list[dict[str, Any]], best_epoch: int | None
     if best_epoch:
         ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
     ax.set(title="validation metrics", xlabel="epoch", ylim=(0.0, 1.02))
-    ax.grid(alpha=0.3)
+    _integer_epochs(ax)
     if scored:
         ax.legend(loc="lower right")
+
+
+def _integer_epochs(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
 
 
 def _confusion(metrics: dict[str, Any] | None) -> tuple[list[list[int]] | None, list[str]]:
@@ -68,8 +75,8 @@ def _confusion(metrics: dict[str, Any] | None) -> tuple[list[list[int]] | None, 
 
 def _plot_confusion(ax: Any, matrix: list[list[int]], labels: list[str]) -> None:
     n = len(matrix)
-    ax.imshow(matrix, cmap="Blues")
     peak = max((max(row) for row in matrix), default=0)
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(peak, 1))
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             ax.text(

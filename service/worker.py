@@ -15,16 +15,21 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.datasets import DatasetError, split_dataset
+from service.logging_setup import configure_logging
 from service.runtime.dataset_store import DatasetLimits, DatasetStore, DatasetStoreError
 from service.runtime.job_store import Job, JobStore
 from service.runtime.model_store import ModelStore, ModelStoreError
 from service.schemas.jobs import TrainParams
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from model.training import Progress
 
 log = logging.getLogger("service.worker")
 
@@ -100,7 +105,7 @@ class _ProgressWriter:
         self._logged = 0.0
         self._stage = ""
 
-    def __call__(self, progress: Any) -> None:
+    def __call__(self, progress: Progress) -> None:
         snapshot = {
             key: value for key, value in asdict(progress).items() if key not in ("metrics", "fold", "folds")
         }
@@ -116,7 +121,7 @@ class _ProgressWriter:
             self._logged = now
         self._stage = progress.stage
 
-    def _log(self, p: Any) -> None:
+    def _log(self, p: Progress) -> None:
         loss = f" loss {p.loss:.4f}" if p.loss is not None else ""
         eta = f" eta {p.eta_s:.0f}s" if p.eta_s is not None else ""
         val = " val " + " ".join(f"{k} {v:.3f}" for k, v in p.metrics.items()) if p.metrics else ""
@@ -216,6 +221,7 @@ class Worker:
         return self.jobs.get(job.id)
 
     def _run(self, job: Job) -> None:
+        # torch and the model code load on the first job, so that starting (and --help) stay quick.
         from model.training import TrainingCancelled
 
         try:
@@ -241,7 +247,7 @@ class Worker:
         self.jobs.mark_failed(job.id, message)
         log.error("job %s: failed: %s", job.id, message)
 
-    def _should_stop(self, job_id: str) -> Any:
+    def _should_stop(self, job_id: str) -> Callable[[], bool]:
         last_check = 0.0
         cancelled = False
 
@@ -354,8 +360,10 @@ class Worker:
             log.warning("job %s: active pointer unreadable (%s)", job.id, exc)
         decision["previous_version"] = active
         if job.promote == "never":
-            return {**decision, "promoted": False, "reason": "promote is never"}
-        if job.promote == "if_better" and active is not None and self.models.exists(active):
+            return {**decision, "promoted": False, "reason": "not promoted (promote is never)"}
+        has_active = active is not None and self.models.exists(active)
+        if job.promote == "if_better" and has_active:
+            assert active is not None
             recorded = self.models.get(active).metrics
             # Checkpoints from jobs and the CLI keep per-mode reports; hand-made ones may be flat.
             fusion = recorded.get("fusion")
@@ -367,15 +375,17 @@ class Worker:
             if value <= previous:
                 reason = f"not promoted: {metric} {value:.4f} does not beat active {active} ({previous:.4f})"
                 return {**decision, "promoted": False, "reason": reason}
-        self.models.activate(version)
-        why = (
-            "promote is always"
-            if job.promote == "always"
-            else "no active model"
-            if active is None
-            else "better"
-        )
-        return {**decision, "promoted": True, "reason": f"promoted ({why})"}
+        try:
+            self.models.activate(version)
+        except ModelStoreError as exc:
+            raise JobError(f"version {version} was saved but cannot be activated: {exc}") from exc
+        if job.promote == "always":
+            reason = "promoted (promote is always)"
+        elif not has_active:
+            reason = "promoted (no active model)"
+        else:
+            reason = f"promoted ({metric} beats active {active})"
+        return {**decision, "promoted": True, "reason": reason}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -389,8 +399,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m service.worker` / `fusion-worker`; settings come from FUSION_* variables."""
-    from service.logging_setup import configure_logging
-
     args = _parse_args(argv)
     settings = Settings()
     configure_logging(settings)

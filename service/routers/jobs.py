@@ -88,7 +88,7 @@ def _check_request(body: JobCreate, datasets: DatasetStore, device: str) -> None
     status_code=202,
     summary="Queue a training job",
     dependencies=[RequireKey],
-    responses=error_responses(401, 422),
+    responses=error_responses(400, 401, 422),
 )
 async def create_job(
     body: JobCreate, response: Response, jobs: JobStoreDep, datasets: DatasetStoreDep, settings: SettingsDep
@@ -116,7 +116,7 @@ async def list_jobs(
     jobs: JobStoreDep,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> JobList:
     """Jobs newest first (the queue is the `queued` ones, `queue_position` 1 runs next)."""
 

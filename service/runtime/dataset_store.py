@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class DatasetLimits:
     max_entries: int = 200_000
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DatasetLimits:
+    def from_settings(cls, settings: Settings) -> DatasetLimits:
         """Limits from the service settings."""
         return cls(
             max_zip_bytes=settings.max_dataset_zip_bytes,
@@ -182,11 +183,14 @@ class DatasetStore:
     def info(self, name: str) -> DatasetInfo:
         """Summary of a dataset (cached until its folder changes)."""
         path = self.path(name)
-        signature = _signature(path)
-        cached = self._info_cache.get(name)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        info = _describe(name, path)
+        try:
+            signature = _signature(path)
+            cached = self._info_cache.get(name)
+            if cached is not None and cached[0] == signature:
+                return cached[1]
+            info = _describe(name, path)
+        except FileNotFoundError:  # deleted meanwhile
+            raise DatasetNotFound(f"no dataset named {name!r}") from None
         self._info_cache[name] = (signature, info)
         return info
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from service.runtime.job_store import JobStore
+from service.settings import Settings
 from service.worker import make_worker_id
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 _HEALTHY_RUN_S = 60.0
 
 
-def child_env(settings: Any, base: dict[str, str]) -> dict[str, str]:
+def child_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
     """`base` plus every setting as a FUSION_* variable, so that a child rebuilds the same Settings."""
     prefix = settings.model_config.get("env_prefix", "")
     keys = {f"{prefix}{name}".upper(): name for name in type(settings).model_fields}
@@ -70,7 +71,7 @@ class WorkerSupervisor:
 
     def __init__(
         self,
-        settings: Any,
+        settings: Settings,
         job_store: JobStore,
         *,
         restart_delay_s: float = 1.0,
@@ -134,8 +135,9 @@ class WorkerSupervisor:
         with self._lock:
             if self._stopping.is_set():
                 return False
-            # The child inherits stdout/stderr, so its log lines join the API's.
-            self._process = subprocess.Popen(command, env=env)
+            # The child inherits stdout/stderr, so its log lines join the API's. Its own session keeps a
+            # terminal's Ctrl+C away from it: the API decides when it stops (and it stops if the API dies).
+            self._process = subprocess.Popen(command, env=env, start_new_session=True)
             worker_id = make_worker_id(self._process.pid, token)
             self._worker_id = worker_id
             self._started_at = time.monotonic()

@@ -115,7 +115,7 @@ class JobCreate(BaseModel):
 class JobProgress(BaseModel):
     """Where a running job is: stage, epoch and step, latest loss, estimated time left."""
 
-    stage: str = Field(description="encoding, training or evaluating")
+    stage: str = Field(description="encoding, training, evaluating, or done once the job succeeded")
     epoch: int
     epochs: int
     step: int

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from service.runtime.job_store import JobStatus, JobStore
 from service.runtime.worker_supervisor import WorkerSupervisor, child_env, describe_exit
@@ -82,6 +83,24 @@ def test_stop_ends_the_child_and_puts_its_job_back_in_the_queue(
         os.kill(pid, 0)
     job = jobs.get(running)
     assert job is not None and job.status is JobStatus.QUEUED
+
+
+@pytest.mark.slow
+def test_app_started_with_a_worker_runs_queued_jobs_in_its_child(
+    make_client: Callable[..., TestClient], demo_dataset: str, tiny_job_params: Params, single_cpu: None
+) -> None:
+    client = make_client(start_worker=True, device="cpu", worker_poll_interval_s=0.1)
+    supervisor = client.app.state.worker_supervisor  # type: ignore[attr-defined]
+    assert supervisor.pid is not None and supervisor.pid != os.getpid()
+
+    body = {"dataset": demo_dataset, "params": {**tiny_job_params, "epochs": 1}}
+    job = client.post("/jobs", json=body).json()
+
+    deadline = time.monotonic() + 90
+    while (status := client.get(f"/jobs/{job['id']}").json()["status"]) in ("queued", "running"):
+        assert time.monotonic() < deadline, f"job still {status}"
+        time.sleep(0.1)
+    assert status == "succeeded"
 
 
 def test_child_environment_rebuilds_the_same_settings(
