@@ -20,26 +20,32 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
       && rm -rf /var/lib/apt/lists/*; \
     fi
 
-FROM base AS builder
+FROM base AS deps
 ARG PIP_EXTRA_ARGS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, against empty packages, so code changes do not reinstall torch.
 COPY wheels/ /wheels/
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# Dependencies only, resolved against empty packages (and an empty README): this multi-GB layer is
+# rebuilt when pyproject.toml changes, not when the code or the docs do.
 # PIP_EXTRA_ARGS is a list of options: it must be word-split.
 # hadolint ignore=SC2086
 RUN mkdir -p model service \
-    && touch model/__init__.py service/__init__.py \
+    && touch README.md model/__init__.py service/__init__.py \
     && pip install --no-cache-dir $PIP_EXTRA_ARGS . \
+    && pip uninstall --yes fusion-service \
     && python -c "import torch, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+
+FROM deps AS dist
+ARG PIP_EXTRA_ARGS=""
+COPY README.md ./
 COPY model/ model/
 COPY service/ service/
-RUN pip install --no-cache-dir --no-deps --force-reinstall . \
-    && python -c "import model, service"
+# hadolint ignore=SC2086
+RUN pip wheel --no-cache-dir --no-deps $PIP_EXTRA_ARGS --wheel-dir /dist .
 
 FROM base AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
@@ -51,7 +57,10 @@ RUN groupadd --system --gid 10001 fusion \
     && useradd --system --uid 10001 --gid fusion --home-dir /home/fusion --create-home fusion \
     && mkdir -p /data/models /data/data \
     && chown -R fusion:fusion /data
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=dist /dist/ /tmp/dist/
+RUN pip install --no-cache-dir --no-deps /tmp/dist/*.whl \
+    && python -c "import model, service"
 USER 10001:10001
 WORKDIR /home/fusion
 VOLUME ["/data/models", "/data/data"]

@@ -86,7 +86,8 @@ class Dataset:
     labels: tuple[str, ...]
     skipped: int = 0
     fingerprint: str = ""
-    problems: tuple[DatasetProblem, ...] = field(default=(), compare=False)  # the rows dropped by skip_invalid
+    # The rows dropped by skip_invalid.
+    problems: tuple[DatasetProblem, ...] = field(default=(), compare=False)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -112,7 +113,9 @@ class Dataset:
     def subset(self, indices: Iterable[int]) -> Dataset:
         """A dataset of the given samples (same root and labels, fingerprint of its own)."""
         samples = tuple(self.samples[i] for i in indices)
-        return replace(self, samples=samples, skipped=0, problems=(), fingerprint=_fingerprint(samples, self.labels))
+        return replace(
+            self, samples=samples, skipped=0, problems=(), fingerprint=_fingerprint(samples, self.labels)
+        )
 
     def describe(self) -> dict[str, object]:
         """A JSON-ready summary: sample count, label distribution, skipped rows."""
@@ -143,7 +146,7 @@ def load_dataset(
     labels: Sequence[str] | None = None,
     skip_invalid: bool = False,
 ) -> Dataset:
-    """Load and validate a manifest (.jsonl/.csv) or a dataset directory; raise DatasetError listing all problems.
+    """Load and validate a manifest (.jsonl/.csv) or a dataset folder; DatasetError lists every problem.
 
     With `labels` (e.g. the training labels when loading a validation set) other labels are problems and the
     dataset keeps that label order; otherwise labels are the sorted unique labels found.
@@ -178,18 +181,24 @@ def load_dataset(
 
 def _find_manifest(directory: Path, split: str | None) -> Path | None:
     """The manifest named `split`, else `train`, else the only one; None for the image-folder layout."""
-    manifests = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in MANIFEST_EXTENSIONS)
+    manifests = sorted(
+        p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in MANIFEST_EXTENSIONS
+    )
     for name in (split,) if split else ("train",):
         named = [p for p in manifests if p.stem == name]
         if named:
             return named[0]
     if split:
-        raise DatasetError([DatasetProblem("no_data", str(directory), f"no manifest named {split}.jsonl or .csv")])
+        raise DatasetError(
+            [DatasetProblem("no_data", str(directory), f"no manifest named {split}.jsonl or .csv")]
+        )
     if len(manifests) == 1:
         return manifests[0]
     if manifests:
         names = ", ".join(p.name for p in manifests)
-        raise DatasetError([DatasetProblem("no_data", str(directory), f"several manifests ({names}), none train")])
+        raise DatasetError(
+            [DatasetProblem("no_data", str(directory), f"several manifests ({names}), none train")]
+        )
     return None
 
 
@@ -283,14 +292,18 @@ def _read_image_folders(root: Path) -> tuple[list[_Row], list[DatasetProblem]]:
                 problems.append(DatasetProblem("empty_text", location, f"no caption file {stem}.txt"))
                 continue
             if not caption.resolve().is_relative_to(root.resolve()):
-                problems.append(DatasetProblem("path_outside_root", location, f"{stem}.txt is outside the dataset"))
+                problems.append(
+                    DatasetProblem("path_outside_root", location, f"{stem}.txt is outside the dataset")
+                )
                 continue
             rows.append(_Row(location, f"{folder.name}/{image.name}", _read_text(caption), folder.name))
         for stem in sorted(captions.keys() - images.keys()):
             location = f"{folder.name}/{stem}.txt"
             problems.append(DatasetProblem("missing_image", location, f"no image file for {stem}.txt"))
     if not rows and not problems:
-        problems.append(DatasetProblem("no_data", str(root), "no manifest (.jsonl/.csv) and no label folders"))
+        problems.append(
+            DatasetProblem("no_data", str(root), "no manifest (.jsonl/.csv) and no label folders")
+        )
     return rows, problems
 
 
@@ -335,13 +348,17 @@ def _validate(
     for row in rows:
         resolved = _resolve_image(root, row.image)
         if resolved is None:
-            problems.append(DatasetProblem("path_outside_root", row.location, f"{row.image} is outside the dataset"))
+            problems.append(
+                DatasetProblem("path_outside_root", row.location, f"{row.image} is outside the dataset")
+            )
         elif not resolved.is_file():
             problems.append(DatasetProblem("missing_image", row.location, f"{row.image} not found"))
         elif not row.text.strip():
             problems.append(DatasetProblem("empty_text", row.location, "text is empty"))
         elif known is not None and row.label not in known:
-            problems.append(DatasetProblem("unknown_label", row.location, f"label {row.label!r} is not known"))
+            problems.append(
+                DatasetProblem("unknown_label", row.location, f"label {row.label!r} is not known")
+            )
         else:
             candidates.append((row, resolved))
 

@@ -13,44 +13,32 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 LABELS = ("match", "mismatch")
 IMAGE_SIZE = 64
-_WARM_HUES = ((0.0, 0.11), (0.93, 1.0))  # red, orange, yellow-orange, crimson
-_COOL_HUES = ((0.47, 0.68),)  # cyan, azure, blue
+_WARM_HUES = ((0.0, 0.1), (0.96, 1.0))  # red, orange, crimson
+_COOL_HUES = ((0.5, 0.66),)  # cyan, azure, blue
+# Single words, few of them: a bag-of-words encoder trained from scratch must learn each word's group.
 _WORDS = {
-    "warm": (
-        "fire", "a sunset", "lava", "embers", "a ripe tomato", "strawberries", "autumn leaves", "a campfire",
-        "chili peppers", "a red rose", "flames", "a desert at noon", "an orange", "molten metal", "a red barn",
-        "a fire truck", "cherries", "a heat wave",
-    ),
-    "cool": (
-        "the ocean", "a glacier", "the clear sky", "ice", "a frozen lake", "blueberries", "a sapphire",
-        "a lagoon", "snow at dusk", "a waterfall", "a blue whale", "mountain mist", "a swimming pool",
-        "the arctic sea", "cold rain", "an iceberg", "a blue jay", "a winter morning",
-    ),
-}  # fmt: skip
+    "warm": ("fire", "sunset", "lava", "embers", "flames", "strawberries"),
+    "cool": ("ocean", "glacier", "sky", "ice", "snow", "blueberries"),
+}
 _TEMPLATES = (
-    "this picture makes me think of {w}",
-    "{d}: {w}",
-    "reminds me of {w}, {d}",
-    "honestly just {w} {d}",
-    "{w} vibes today",
-    "my friend said it looks like {w}",
-    "{d} and somehow {w}",
-    "is that {w}? {d}",
-    "{w}. {d}",
-    "can't stop thinking about {w} {d}",
+    "{w}",
+    "{w} {d}",
+    "{d} {w}",
+    "so much {w}",
+    "{w} again",
+    "look, {w}",
+    "{w} today {d}",
+    "thinking of {w}",
 )
-_FILLERS = (
-    "lol", "#weekend", "so good", "wow", "with friends", "on my phone", "at the museum", "new wallpaper",
-    "from last summer", "no filter", "just saying", "look at this", "#photooftheday", "seen on the way home",
-    "again", "what do you think", "totally", "right now",
-)  # fmt: skip
+_FILLERS = ("lol", "wow", "#weekend", "with friends", "no filter", "love it", "so good", "omg")
 
 
-def write_demo_dataset(root: Path | str, n_per_class: int = 100, seed: int = 0) -> Path:
+def write_demo_dataset(root: Path | str, n_per_class: int = 300, seed: int = 0) -> Path:
     """Write train.jsonl, dev.jsonl and images/ under `root` and return `root`.
 
     `n_per_class` training samples per label; the dev split has a quarter as many (at least 4).
@@ -72,7 +60,9 @@ def write_demo_dataset(root: Path | str, n_per_class: int = 100, seed: int = 0) 
     return root
 
 
-def _write_sample(root: Path, name: str, label: str, *, warm_image: bool, rng: random.Random) -> dict[str, str]:
+def _write_sample(
+    root: Path, name: str, label: str, *, warm_image: bool, rng: random.Random
+) -> dict[str, str]:
     """Draw one image, write it as JPEG and return its manifest row."""
     warm_text = warm_image == (label == "match")
     image_name = f"images/{name}.jpg"
@@ -81,28 +71,32 @@ def _write_sample(root: Path, name: str, label: str, *, warm_image: bool, rng: r
 
 
 def _draw_image(warm: bool, rng: random.Random) -> Image.Image:
-    """A noisy grey background, a large shape in a warm or cool colour, a few small grey distractors."""
-    grey = rng.randint(60, 200)
-    image = Image.effect_noise((IMAGE_SIZE, IMAGE_SIZE), rng.uniform(10, 40)).convert("RGB")
-    image = Image.blend(Image.new("RGB", image.size, (grey, grey, grey)), image, 0.3)
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.randint(0, 3)):
-        x, y, r = rng.randint(0, IMAGE_SIZE), rng.randint(0, IMAGE_SIZE), rng.randint(3, 8)
-        tone = rng.randint(0, 255)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=(tone, tone, tone))
+    """A noisy background in a warm or cool colour with a few grey shapes on it (shape and tone are noise)."""
     low, high = rng.choice(_WARM_HUES if warm else _COOL_HUES)
-    red, green, blue = colorsys.hsv_to_rgb(rng.uniform(low, high), rng.uniform(0.6, 1.0), rng.uniform(0.55, 1.0))
-    colour = (int(red * 255), int(green * 255), int(blue * 255))
-    size = rng.randint(IMAGE_SIZE * 5 // 10, IMAGE_SIZE * 9 // 10)
-    x0, y0 = rng.randint(0, IMAGE_SIZE - size), rng.randint(0, IMAGE_SIZE - size)
-    box = (x0, y0, x0 + size, y0 + size)
-    shape = rng.choice(("ellipse", "rectangle", "triangle"))
-    if shape == "ellipse":
-        draw.ellipse(box, fill=colour)
-    elif shape == "rectangle":
-        draw.rectangle(box, fill=colour)
-    else:
-        draw.polygon([(x0, y0 + size), (x0 + size, y0 + size), (x0 + size // 2, y0)], fill=colour)
+    red, green, blue = colorsys.hsv_to_rgb(
+        rng.uniform(low, high), rng.uniform(0.6, 1.0), rng.uniform(0.55, 1.0)
+    )
+    background = Image.new(
+        "RGB", (IMAGE_SIZE, IMAGE_SIZE), (int(red * 255), int(green * 255), int(blue * 255))
+    )
+    grain = np.random.default_rng(rng.getrandbits(32)).normal(
+        128, rng.uniform(10, 40), (IMAGE_SIZE, IMAGE_SIZE, 3)
+    )
+    noise = Image.fromarray(grain.clip(0, 255).astype(np.uint8), mode="RGB")
+    image = Image.blend(background, noise, 0.15)
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(1, 3)):
+        size = rng.randint(IMAGE_SIZE // 5, IMAGE_SIZE // 2)
+        x0, y0 = rng.randint(0, IMAGE_SIZE - size), rng.randint(0, IMAGE_SIZE - size)
+        tone = rng.randint(0, 255)
+        fill = (tone, tone, tone)
+        shape = rng.choice(("ellipse", "rectangle", "triangle"))
+        if shape == "ellipse":
+            draw.ellipse((x0, y0, x0 + size, y0 + size), fill=fill)
+        elif shape == "rectangle":
+            draw.rectangle((x0, y0, x0 + size, y0 + size), fill=fill)
+        else:
+            draw.polygon([(x0, y0 + size), (x0 + size, y0 + size), (x0 + size // 2, y0)], fill=fill)
     return image
 
 

@@ -65,7 +65,9 @@ def sample_keys(dataset: Dataset, modality: str) -> list[str]:
     """Content keys of every sample: the image bytes' sha256, or the raw text's."""
     if modality == "image":
         return [s.digest or hashlib.sha256(s.image.read_bytes()).hexdigest() for s in dataset.samples]
-    return [hashlib.sha256(s.text.encode("utf-8", errors="surrogatepass")).hexdigest() for s in dataset.samples]
+    return [
+        hashlib.sha256(s.text.encode("utf-8", errors="surrogatepass")).hexdigest() for s in dataset.samples
+    ]
 
 
 class FeatureCache:
@@ -85,7 +87,7 @@ class FeatureCache:
         batch_size: int = 64,
         num_workers: int = 0,
     ) -> Features:
-        """Features of `dataset` for `modalities` (default: the model's frozen ones), encoding only what is new.
+        """Features of `dataset` for `modalities` (default: the frozen ones), encoding only what is new.
 
         `on_progress` is called as encoding proceeds and not at all when everything is cached.
         """

@@ -1,27 +1,27 @@
 """Training and evaluation of fusion classifiers: `train`, `train_one_epoch`, `evaluate`, `cross_validate`.
 
 `train` is a plain function: it reports through an `on_progress` callback, checks `should_stop` every
-step and keeps no global state. Frozen pretrained encoders are run once per sample through the feature
-cache, so training the head on their features takes seconds; encoders that train (from scratch, or
-fine-tuned with `finetune="last"|"all"` at `encoder_lr`) see every batch end to end.
+step and prints nothing; it seeds torch's RNG for reproducibility. Frozen pretrained encoders run once
+per sample through the feature cache, so training the head on their features takes seconds; encoders
+that train (from scratch, or fine-tuned with `finetune="last"|"all"` at `encoder_lr`) see every batch.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset, kfold_datasets
-from model.device import autocast, configure_cpu_threads, resolve_device
+from model.device import autocast, resolve_device
 from model.encoders import VOCAB_ENCODERS
 from model.features import FeatureCache, Features, frozen_modalities
 from model.fusion import FusionClassifier, FusionOutput
@@ -104,9 +104,12 @@ def prepare_data(
     frozen = frozen_modalities(model)
     features = Features()
     if frozen:
-        features = (cache or FeatureCache()).get_or_compute(
+        cached = (cache or FeatureCache()).get_or_compute(
             model, dataset, on_progress, modalities=frozen, num_workers=num_workers
         )
+        # Small enough ([N, D]) to live on the model's device for the whole run.
+        device = _model_device(model)
+        features = Features(*(f.to(device) if f is not None else None for f in (cached.image, cached.text)))
     trains_text = model.text_encoder is not None and "text" not in frozen
     trains_image = model.image_encoder is not None and "image" not in frozen
     return PreparedData(
@@ -150,14 +153,14 @@ def _features(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Image and text features of one batch: cached rows, or the encoder run on this batch's inputs."""
     device = _model_device(model)
-    rows = torch.tensor(batch, dtype=torch.long)
-    image = data.features.image[rows].to(device) if data.features.image is not None else None
+    rows = torch.tensor(batch, dtype=torch.long, device=device)
+    image = data.features.image[rows] if data.features.image is not None else None
     if pixels is not None:
         pixels = pixels.to(device, non_blocking=True)
         if device.type == "cuda":
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         image = model.encode_image(pixels)
-    text = data.features.text[rows].to(device) if data.features.text is not None else None
+    text = data.features.text[rows] if data.features.text is not None else None
     if data.text_inputs is not None:
         inputs = slice_inputs(data.text_inputs, batch)
         text = model.encode_text({k: v.to(device, non_blocking=True) for k, v in inputs.items()})
@@ -260,7 +263,9 @@ def evaluate(
             for mode in active:
                 predictions[mode].append(_head(model, image, text, len(batch), mode).logits.argmax(-1).cpu())
     return {
-        m: classification_report(data.labels, torch.cat(predictions[m]), model.labels) if m in active else None
+        m: classification_report(data.labels, torch.cat(predictions[m]), model.labels)
+        if m in active
+        else None
         for m in modes
     }
 
@@ -294,11 +299,6 @@ def _snapshot(model: FusionClassifier) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(frozen)}
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -316,9 +316,7 @@ def train(
     """
     emit = on_progress or (lambda progress: None)
     device = resolve_device(train_config.device)
-    if device.type == "cpu":
-        configure_cpu_threads()
-    _seed_everything(train_config.seed)
+    torch.manual_seed(train_config.seed)  # weight init, dropout, augmentation, worker seeds
     config = model_config if model_config.labels else replace(model_config, labels=train_set.labels)
     vocab = None
     if config.text_encoder in VOCAB_ENCODERS:
@@ -328,7 +326,7 @@ def train(
     model.to(device)
     trains_image = model.image_encoder is not None and not model.image_encoder.frozen
     if device.type == "cuda" and trains_image:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
 
     cache = cache or FeatureCache()
     epochs = train_config.epochs
@@ -340,7 +338,11 @@ def train(
 
     workers = train_config.num_workers
     train_data = prepare_data(model, train_set, cache=cache, on_progress=encoding, num_workers=workers)
-    val_data = prepare_data(model, val_set, cache=cache, on_progress=encoding, num_workers=workers) if val_set else None
+    val_data = (
+        prepare_data(model, val_set, cache=cache, on_progress=encoding, num_workers=workers)
+        if val_set
+        else None
+    )
 
     batch_size = min(train_config.batch_size, len(train_data))
     steps = len(index_batches(len(train_data), batch_size))
@@ -350,7 +352,9 @@ def train(
         fused=device.type == "cuda",
     )
     warmup = int(train_config.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_config.schedule, total_steps, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(train_config.schedule, total_steps, warmup)
+    )
     fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if fp16 else None
     weights = _class_weights(train_data.labels, len(config.labels)) if train_config.class_weighted else None
@@ -365,7 +369,11 @@ def train(
         nonlocal done_steps
         done_steps += 1
         eta = (time.monotonic() - started) / done_steps * (total_steps - done_steps)
-        emit(Progress("training", epoch, epochs, step, steps, loss, eta_s=eta, fraction=done_steps / total_steps))
+        emit(
+            Progress(
+                "training", epoch, epochs, step, steps, loss, eta_s=eta, fraction=done_steps / total_steps
+            )
+        )
 
     def partial_result() -> TrainResult:
         model.load_state_dict(best_state, strict=False)
@@ -399,7 +407,12 @@ def train(
             record["val"] = {key: report[key] for key in _SCALARS}
             emit(Progress("evaluating", epoch, epochs, steps, steps, loss, record["val"], fraction=1.0))
             if report[train_config.metric] > best_score:
-                best_score, best_epoch, best_state, since_best = report[train_config.metric], epoch, _snapshot(model), 0
+                best_score, best_epoch, best_state, since_best = (
+                    report[train_config.metric],
+                    epoch,
+                    _snapshot(model),
+                    0,
+                )
             else:
                 since_best += 1
         history.append(record)
@@ -408,7 +421,9 @@ def train(
 
     model.load_state_dict(best_state, strict=False)
     metrics = evaluate(model, val_data if val_data is not None else train_data, num_workers=workers)
-    return TrainResult(model, history, metrics, best_epoch, metrics_split="val" if val_data is not None else "train")
+    return TrainResult(
+        model, history, metrics, best_epoch, metrics_split="val" if val_data is not None else "train"
+    )
 
 
 def cross_validate(
@@ -425,7 +440,7 @@ def cross_validate(
     (population) std, per mode and scalar metric. Frozen features are encoded once for all folds."""
     k = k or train_config.kfold
     cache = cache or FeatureCache()
-    folds = []
+    folds: list[dict[str, Any]] = []
     for fold, (train_set, val_set) in enumerate(kfold_datasets(dataset, k, train_config.seed), start=1):
 
         def report(progress: Progress, fold: int = fold) -> None:
@@ -433,7 +448,13 @@ def cross_validate(
                 on_progress(replace(progress, fold=fold, folds=k))
 
         result = train(
-            model_config, train_config, train_set, val_set, cache=cache, on_progress=report, should_stop=should_stop
+            model_config,
+            train_config,
+            train_set,
+            val_set,
+            cache=cache,
+            on_progress=report,
+            should_stop=should_stop,
         )
         folds.append({mode: _scalars(result.metrics.get(mode)) for mode in MODES})
     summary: dict = {"k": k, "folds": folds, "mean": {}, "std": {}}

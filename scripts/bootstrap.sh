@@ -40,6 +40,6 @@ ensure_venv() {
   target="$REPO_ROOT"
   [ -z "$extra" ] || target="${REPO_ROOT}[$extra]"
   echo "==> Installing fusion-service${extra:+[$extra]} into $VENV (first run only; torch is large)"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target"
+  "$VENV/bin/python" -m pip install --quiet --quiet --disable-pip-version-check -e "$target"
   echo "$hash ${extra}" >"$STAMP"
 }

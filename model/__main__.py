@@ -1,0 +1,7 @@
+"""`python -m model`: the command line of model.cli."""
+
+import sys
+
+from model.cli import main
+
+sys.exit(main())

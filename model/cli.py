@@ -1,0 +1,266 @@
+"""Command line: `python -m model demo-data | train | evaluate | predict`.
+
+Bad input (missing files, invalid datasets or checkpoints, bad options) exits with status 2 and one line
+`error: ...` on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from model.config import ModelConfig, TrainConfig
+from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, split_dataset
+
+EXIT_BAD_INPUT = 2
+_Config = typing.TypeVar("_Config", ModelConfig, TrainConfig)
+_VAL_SPLITS = ("dev", "val", "validation")
+# Dataset choices rather than architecture: labels come from the data, the rest has its own option.
+_SKIPPED_FIELDS = {"labels", "kfold", "val_fraction"}
+
+
+class UsageError(Exception):
+    """Bad command-line usage, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_type: type) -> None:
+    """One --option per scalar field of a config dataclass, defaulting to None (= the config's default)."""
+    hints = typing.get_type_hints(config_type)
+    group = parser.add_argument_group(f"{config_type.__name__} fields (defaults: the config's)")
+    for field in dataclasses.fields(config_type):
+        hint = hints[field.name]
+        if field.name in _SKIPPED_FIELDS or typing.get_origin(hint) is tuple:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if hint is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            group.add_argument(flag, dest=field.name, type=hint, default=None, metavar=hint.__name__.upper())
+
+
+def _config_from_args(config_type: type[_Config], args: argparse.Namespace) -> _Config:
+    names = {f.name for f in dataclasses.fields(config_type)}
+    given = {name: value for name, value in vars(args).items() if name in names and value is not None}
+    return config_type.from_dict(given)
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="python -m model", description="Train and use image+text fusion classifiers.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = commands.add_parser("demo-data", help="write the synthetic XOR demo dataset")
+    demo.add_argument("out", type=Path, help="folder to write train.jsonl, dev.jsonl and images/ into")
+    demo.add_argument("--n-per-class", type=int, default=300)
+    demo.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("train", help="train a model and save a checkpoint")
+    train.add_argument("data", type=Path, help="manifest (.jsonl/.csv) or dataset folder")
+    val = train.add_mutually_exclusive_group()
+    val.add_argument("--val", type=Path, help="validation manifest or folder (default: a dev/val manifest "
+                     "next to the training one, else a stratified split)")  # fmt: skip
+    val.add_argument("--val-fraction", type=float, help="hold out this fraction of the training data")
+    train.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation only (no checkpoint)")
+    train.add_argument("--out", type=Path, help="checkpoint folder to create (default: checkpoints/<time>)")
+    train.add_argument("--cache-dir", type=Path, help="feature cache of frozen encoders, reused across runs")
+    train.add_argument("--skip-invalid", action="store_true", help="drop invalid rows instead of failing")
+    train.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: all this process may use)"
+    )
+    _add_config_options(train, ModelConfig)
+    _add_config_options(train, TrainConfig)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on a dataset")
+    evaluate.add_argument("checkpoint", type=Path)
+    evaluate.add_argument("data", type=Path)
+    evaluate.add_argument("--split", help="manifest name inside a dataset folder (default: train)")
+    evaluate.add_argument("--cache-dir", type=Path)
+    evaluate.add_argument("--skip-invalid", action="store_true")
+    evaluate.add_argument("--json", action="store_true", help="print the full reports as JSON")
+    evaluate.add_argument("--threads", type=int, help="CPU threads for torch (default: all)")
+
+    predict = commands.add_parser("predict", help="classify one image and/or text (JSON out)")
+    predict.add_argument("checkpoint", type=Path)
+    predict.add_argument("--image", type=Path)
+    predict.add_argument("--text")
+    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    return parser
+
+
+def _metrics_table(metrics: dict[str, dict | None]) -> str:
+    """Accuracy / macro F1 / weighted F1 per mode (fusion, image-only, text-only)."""
+    lines = [f"{'':<12}{'accuracy':>10}{'macro_f1':>10}{'weighted_f1':>13}"]
+    for mode, report in metrics.items():
+        if report is None:
+            continue
+        name = mode.replace("_", "-")
+        lines.append(
+            f"{name:<12}{report['accuracy']:>10.3f}{report['macro_f1']:>10.3f}{report['weighted_f1']:>13.3f}"
+        )
+    return "\n".join(lines)
+
+
+def _validation_set(args: argparse.Namespace, train_set: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """(train, val): --val, else a dev/val manifest beside the training one, else a stratified split."""
+    if args.val is not None:
+        return train_set, load_dataset(args.val, labels=train_set.labels, skip_invalid=args.skip_invalid)
+    folder = args.data if args.data.is_dir() else None
+    if folder is not None and args.val_fraction is None:
+        for split in _VAL_SPLITS:
+            if any((folder / f"{split}{ext}").is_file() for ext in MANIFEST_EXTENSIONS):
+                return train_set, load_dataset(
+                    folder, split=split, labels=train_set.labels, skip_invalid=args.skip_invalid
+                )
+    return split_dataset(train_set, args.val_fraction or fraction, seed=0)
+
+
+class _Bars:
+    """tqdm bars for training progress: one for encoding, one for the epochs (shown on a terminal only)."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, progress: Any) -> None:
+        from tqdm import tqdm
+
+        if progress.stage == "encoding":
+            bar = self.bars.get("encoding") or self.bars.setdefault(
+                "encoding", tqdm(total=progress.steps, desc="encoding", unit="item", disable=None)
+            )
+            bar.update(progress.step - bar.n)
+            return
+        total = progress.epochs * progress.steps
+        bar = self.bars.get("training")
+        if bar is None or bar.total != total:  # a new run (e.g. the next fold)
+            if bar is not None:
+                bar.close()
+            bar = self.bars["training"] = tqdm(total=total, desc="training", unit="step", disable=None)
+        if progress.stage == "training":
+            bar.update((progress.epoch - 1) * progress.steps + progress.step - bar.n)
+            bar.set_postfix(epoch=progress.epoch, loss=f"{progress.loss:.4f}", refresh=False)
+        elif progress.metrics:
+            bar.set_postfix(epoch=progress.epoch, **{k: f"{v:.3f}" for k, v in progress.metrics.items()})
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from model.checkpoint import save_checkpoint
+    from model.device import configure_cpu_threads, resolve_device
+    from model.features import FeatureCache
+    from model.training import cross_validate, train
+
+    model_config = _config_from_args(ModelConfig, args)
+    train_config = _config_from_args(TrainConfig, args)
+    if args.kfold:
+        train_config = dataclasses.replace(train_config, kfold=args.kfold)
+    if resolve_device(train_config.device).type == "cpu":
+        configure_cpu_threads(args.threads)
+    out = args.out or Path("checkpoints") / datetime.now().strftime("model-%Y%m%d-%H%M%S")
+    if out.exists() and not train_config.kfold:
+        raise UsageError(f"--out {out} already exists")
+    dataset = load_dataset(args.data, skip_invalid=args.skip_invalid)
+    if dataset.skipped:
+        print(f"skipped {dataset.skipped} invalid rows: {dataset.skipped_kinds}", file=sys.stderr)
+    cache = FeatureCache(args.cache_dir) if args.cache_dir else FeatureCache()
+    bars = _Bars()
+    try:
+        if train_config.kfold:
+            summary = cross_validate(model_config, train_config, dataset, cache=cache, on_progress=bars)
+            bars.close()
+            print(f"{train_config.kfold}-fold cross-validation, mean (std):")
+            for mode in ("fusion", "image_only", "text_only"):
+                mean, std = summary["mean"][mode], summary["std"][mode]
+                if mean is not None:
+                    cells = "  ".join(f"{key} {mean[key]:.3f} ({std[key]:.3f})" for key in mean)
+                    print(f"{mode.replace('_', '-'):<12}{cells}")
+            return 0
+        train_set, val_set = _validation_set(args, dataset, train_config.val_fraction)
+        result = train(model_config, train_config, train_set, val_set, cache=cache, on_progress=bars)
+    finally:
+        bars.close()
+    save_checkpoint(
+        out,
+        result.model,
+        metrics=result.metrics,
+        dataset_fingerprint=train_set.fingerprint,
+        train_config=train_config,
+        extra={"best_epoch": result.best_epoch, "history": result.history, "val_samples": len(val_set)},
+    )
+    print(f"validation metrics ({len(val_set)} samples, best epoch {result.best_epoch}):")
+    print(_metrics_table(result.metrics))
+    print(f"checkpoint saved to {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from model.checkpoint import load_checkpoint
+    from model.device import configure_cpu_threads
+    from model.features import FeatureCache
+    from model.training import evaluate
+
+    configure_cpu_threads(args.threads)
+    model, _ = load_checkpoint(args.checkpoint)
+    dataset = load_dataset(args.data, split=args.split, labels=model.labels, skip_invalid=args.skip_invalid)
+    metrics = evaluate(model, dataset, cache=FeatureCache(args.cache_dir) if args.cache_dir else None)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{len(dataset)} samples")
+        print(_metrics_table(metrics))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from model.images import ImageDecodeError
+    from model.predictor import Predictor
+
+    if args.image is None and args.text is None:
+        raise UsageError("give --image, --text or both")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    image = args.image.read_bytes() if args.image is not None else None
+    try:
+        prediction = predictor.predict_batch([image], [args.text], explain=True)[0]
+    except ImageDecodeError as exc:
+        raise UsageError(f"{args.image}: {exc}") from exc
+    print(json.dumps(dataclasses.asdict(prediction), indent=2))
+    return 0
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from model.demo_data import write_demo_dataset
+
+    root = write_demo_dataset(args.out, n_per_class=args.n_per_class, seed=args.seed)
+    print(f"demo dataset written to {root} (train.jsonl, dev.jsonl, images/)")
+    return 0
+
+
+_COMMANDS = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "predict": _predict}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0, or 2 for bad input with a one-line error)."""
+    from model.checkpoint import CheckpointError
+
+    try:
+        args = _build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except (UsageError, DatasetError, CheckpointError, ValueError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,180 @@
+"""Shared by the reliability scripts: a real `python -m service` on 127.0.0.1 over a temporary store, tiny
+model versions, request bodies, memory readings, and clean-up of every process started (worker included).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# percentile and free_port are re-exported for the scripts.
+from bench.loadgen import percentile as percentile  # noqa: E402
+from bench.processes import HOST, ManagedProcess, rss_bytes, wait_ready  # noqa: E402
+from bench.processes import free_port as free_port  # noqa: E402
+from model.demo_data import write_demo_dataset  # noqa: E402
+from service.runtime.model_store import ModelStore  # noqa: E402
+from tests.factories import make_jpeg, save_tiny_checkpoint  # noqa: E402
+
+TINY_JOB_PARAMS = {
+    "image_encoder": "cnn",
+    "text_encoder": "bow",
+    "fusion": "gated",
+    "pretrained": False,
+    "image_size": 32,
+    "hidden_dim": 16,
+    "embed_dim": 16,
+    "max_text_tokens": 16,
+    "batch_size": 16,
+    "patience": 0,
+}
+
+_started: list[ServiceProcess] = []
+
+
+def make_versions(model_dir: Path, count: int, *, activate_first: bool = True) -> list[str]:
+    """Save `count` tiny untrained checkpoints (different random weights) as versions of a store."""
+    store = ModelStore(model_dir)
+    versions = [save_tiny_checkpoint(store.new_version_path()).name for _ in range(count)]
+    if activate_first:
+        store.activate(versions[0])
+    return versions
+
+
+def place_demo_dataset(data_dir: Path, n_per_class: int = 16) -> str:
+    """The demo dataset under the data directory as `demo`."""
+    write_demo_dataset(data_dir / "datasets" / "demo", n_per_class=n_per_class)
+    return "demo"
+
+
+def predict_files(index: int, image: bytes | None = None) -> list[tuple[str, Any]]:
+    """A multipart /predict body: a JPEG (a colour that varies with `index`, or `image`) and a text."""
+    data = image if image is not None else make_jpeg(((37 * index) % 256, (91 * index) % 256, 120))
+    return [("image", (f"{index}.jpg", data, "image/jpeg")), ("text", (None, f"caption number {index}"))]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process in MiB (0 once it is gone)."""
+    try:
+        return rss_bytes(pid) / 2**20
+    except (OSError, RuntimeError):
+        return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def is_worker(pid: int) -> bool:
+    """Whether `pid` is alive and a training worker (`python -m service.worker`)."""
+    try:
+        return b"service.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class ServiceProcess:
+    """`python -m service` on 127.0.0.1:`port` with the given FUSION_* settings, run from `root`."""
+
+    def __init__(self, root: Path, port: int, settings: dict[str, str]) -> None:
+        self.root = root
+        self.port = port
+        self.url = f"http://{HOST}:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FUSION_")}
+        env.update(
+            {
+                "FUSION_HOST": HOST,
+                "FUSION_PORT": str(port),
+                "FUSION_MODEL_DIR": str(root / "models"),
+                "FUSION_DATA_DIR": str(root / "data"),
+                "FUSION_DEVICE": "cpu",
+                "FUSION_LOG_LEVEL": "warning",
+                **settings,
+            }
+        )
+        self.env = env
+        self.process: ManagedProcess | None = None
+        self.workers: set[int] = set()  # every worker child seen, so that none outlives the script
+
+    def start(self, ready_timeout_s: float = 120.0) -> ServiceProcess:
+        """Start the server (cwd `root`: no stray .env is read) and wait until /health/ready is 200."""
+        command = [sys.executable, "-m", "service", "--host", HOST, "--port", str(self.port)]
+        log = self.root / f"server-{len(_started)}.log"
+        self.process = ManagedProcess(command, env=self.env, cwd=self.root, log=log)
+        _started.append(self)
+        wait_ready(self.process, self.url + "/health/ready", ready_timeout_s)
+        self.note_workers()
+        return self
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server."""
+        assert self.process is not None
+        return self.process.pid
+
+    def note_workers(self) -> list[int]:
+        """The server's worker children now (remembered for the clean-up)."""
+        found = [pid for pid in children(self.pid) if is_worker(pid)] if self.process else []
+        self.workers.update(found)
+        return found
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int | None:
+        """Send `sig` to the server alone and wait for it (SIGKILL after `timeout_s`); its exit code."""
+        if self.process is None:
+            return None
+        proc = self.process.proc
+        if proc.poll() is None:
+            self.note_workers()
+            proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout_s)
+        self.process.stop()  # SIGKILL if it is still there; closes the log
+        return proc.returncode
+
+    def kill_everything(self) -> None:
+        """SIGKILL the server and every worker it had (those still alive)."""
+        if self.process is not None:
+            if self.process.proc.poll() is None:
+                self.note_workers()
+            self.process.stop(grace_s=0.0)
+        for pid in self.workers:
+            if is_worker(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _clean_up() -> None:
+    for server in _started:
+        server.kill_everything()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    _clean_up()
+    raise SystemExit(128 + signum)
+
+
+atexit.register(_clean_up)
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)

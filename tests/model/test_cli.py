@@ -1,0 +1,148 @@
+"""Tests for model.cli: every command through main(argv), and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.demo_data import write_demo_dataset
+from tests.factories import make_jpeg
+
+TINY = [
+    "--image-encoder", "cnn", "--text-encoder", "bow", "--no-pretrained", "--fusion", "concat",
+    "--image-size", "16", "--hidden-dim", "16", "--embed-dim", "16", "--epochs", "2", "--batch-size", "8",
+    "--device", "cpu", "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model.cli import main
+
+    root = tmp_path_factory.mktemp("cli") / "demo"
+    assert main(["demo-data", str(root), "--n-per-class", "12"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(small_demo: Path) -> Path:
+    from model.cli import main
+
+    out = small_demo.parent / "ckpt"
+    assert main(["train", str(small_demo), "--out", str(out), *TINY]) == 0
+    return out
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from model.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_demo_data_writes_both_splits(small_demo: Path) -> None:
+    assert (small_demo / "train.jsonl").read_text().count("\n") == 24
+    assert (small_demo / "dev.jsonl").is_file()
+
+
+def test_train_saves_a_checkpoint_and_prints_all_three_modes(
+    small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["train", str(small_demo), "--out", str(tmp_path / "m"), *TINY], capsys)
+    assert code == 0
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    for row in ("fusion", "image-only", "text-only"):
+        assert any(line.startswith(row) for line in out.splitlines())
+    # dev.jsonl beside train.jsonl is the validation set: 4 samples per label.
+    assert "validation metrics (8 samples" in out
+
+
+def test_train_with_val_fraction_splits_the_training_data(
+    small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", str(small_demo / "train.jsonl"), "--val-fraction", "0.25", "--out", str(tmp_path / "m")]
+    code, out, _ = run([*args, *TINY], capsys)
+    assert code == 0
+    assert "validation metrics (6 samples" in out
+
+
+def test_evaluate_prints_json_reports(
+    small_demo: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        ["evaluate", str(checkpoint), str(small_demo), "--split", "dev", "--json", "--threads", "1"], capsys
+    )
+    assert code == 0
+    reports = json.loads(out)
+    assert set(reports) == {"fusion", "image_only", "text_only"}
+    assert sum(c["support"] for c in reports["fusion"]["per_class"].values()) == 8
+
+
+def test_predict_prints_json(small_demo: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = next((small_demo / "images").iterdir())
+    code, out, _ = run(["predict", str(checkpoint), "--image", str(image), "--text", "lava lol"], capsys)
+    assert code == 0
+    prediction = json.loads(out)
+    assert prediction["label"] in ("match", "mismatch")
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
+    assert prediction["modalities_used"] == ["image", "text"]
+
+
+def test_kfold_prints_mean_and_std_without_a_checkpoint(
+    small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        ["train", str(small_demo), "--kfold", "2", "--out", str(tmp_path / "m"), *TINY], capsys
+    )
+    assert code == 0
+    assert "2-fold cross-validation" in out
+    assert not (tmp_path / "m").exists()
+
+
+def bad_inputs(root: Path, checkpoint: Path) -> dict[str, list[str]]:
+    (root / "broken").mkdir()
+    (root / "broken" / "train.jsonl").write_text('{"image": "gone.jpg", "text": "t", "label": "x"}\n')
+    (root / "garbage.jpg").write_bytes(b"not an image")
+    (root / "empty-checkpoint").mkdir()
+    (root / "image.jpg").write_bytes(make_jpeg())
+    return {
+        "missing dataset": ["train", str(root / "nope"), *TINY],
+        "invalid dataset": ["train", str(root / "broken"), *TINY],
+        "bad option value": ["train", str(root / "broken"), "--lr", "-1"],
+        "unknown option": ["train", str(root / "broken"), "--learning-rate", "1"],
+        "unknown command": ["fly"],
+        "bad checkpoint": ["evaluate", str(root / "empty-checkpoint"), str(root / "broken")],
+        "missing checkpoint": ["predict", str(root / "nope"), "--text", "hi"],
+        "nothing to predict": ["predict", str(checkpoint)],
+        "unreadable image": ["predict", str(checkpoint), "--image", str(root / "garbage.jpg")],
+        "missing image": ["predict", str(checkpoint), "--image", str(root / "gone.jpg")],
+    }
+
+
+CASES = [
+    "missing dataset", "invalid dataset", "bad option value", "unknown option", "unknown command",
+    "bad checkpoint", "missing checkpoint", "nothing to predict", "unreadable image", "missing image",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_nonzero_with_one_line(
+    case: str, tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(bad_inputs(tmp_path, checkpoint)[case], capsys)
+    assert code != 0
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+
+
+def test_invalid_dataset_error_names_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_demo_dataset(tmp_path, n_per_class=2)
+    with (tmp_path / "train.jsonl").open("a") as manifest:
+        manifest.write('{"image": "images/none.jpg", "text": "t", "label": "match"}\n')
+    code, _, err = run(["train", str(tmp_path), *TINY], capsys)
+    assert code != 0
+    assert "train.jsonl:5: images/none.jpg not found" in err

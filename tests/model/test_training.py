@@ -1,0 +1,175 @@
+"""Tests for model.training on the demo (XOR) data with tiny encoders."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.config import ModelConfig, TrainConfig
+from model.datasets import Dataset
+from model.features import FeatureCache
+from model.training import (
+    Progress,
+    TrainingCancelled,
+    TrainResult,
+    _class_weights,
+    _lr_lambda,
+    cross_validate,
+    evaluate,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def progress_log() -> list[Progress]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def xor_result(
+    xor_model_config: ModelConfig,
+    xor_train_config: TrainConfig,
+    demo_train: Dataset,
+    demo_dev: Dataset,
+    progress_log: list[Progress],
+) -> TrainResult:
+    """One 10-epoch run shared by the tests that only read its outcome."""
+    return train(xor_model_config, xor_train_config, demo_train, demo_dev, on_progress=progress_log.append)
+
+
+def test_loss_falls(xor_result: TrainResult) -> None:
+    losses = [epoch["loss"] for epoch in xor_result.history]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_fusion_learns_what_neither_modality_can(xor_result: TrainResult) -> None:
+    metrics = xor_result.metrics
+    assert metrics["fusion"]["accuracy"] >= 0.9
+    # 50 dev samples: chance is 0.5 give or take sampling noise.
+    assert 0.3 <= metrics["image_only"]["accuracy"] <= 0.7
+    assert 0.3 <= metrics["text_only"]["accuracy"] <= 0.7
+
+
+def test_result_carries_labels_and_training_vocabulary(xor_result: TrainResult, demo_train: Dataset) -> None:
+    assert xor_result.model.labels == demo_train.labels
+    assert xor_result.model.vocab is not None
+    assert {"lava", "glacier"} <= set(xor_result.model.vocab.tokens)
+
+
+def test_progress_reports_each_step_and_epoch(xor_result: TrainResult, progress_log: list[Progress]) -> None:
+    training = [p for p in progress_log if p.stage == "training"]
+    evaluating = [p for p in progress_log if p.stage == "evaluating"]
+    assert len(evaluating) == len(xor_result.history) == 10
+    assert len(training) == 10 * training[0].steps
+    assert [p.fraction for p in training] == sorted(p.fraction for p in training)
+    assert training[-1].fraction == pytest.approx(1.0)
+    assert training[-1].eta_s == pytest.approx(0.0)
+    assert evaluating[-1].metrics == xor_result.history[-1]["val"]
+    assert not [p for p in progress_log if p.stage == "encoding"]  # nothing frozen, nothing to cache
+
+
+def test_evaluate_on_a_dataset_matches_the_final_metrics(xor_result: TrainResult, demo_dev: Dataset) -> None:
+    assert evaluate(xor_result.model, demo_dev) == xor_result.metrics
+
+
+def test_same_seed_gives_the_same_model(
+    xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset
+) -> None:
+    config = dataclasses.replace(xor_train_config, epochs=1)
+    small = demo_train.subset(range(40))
+    first, second = (train(xor_model_config, config, small).model.state_dict() for _ in range(2))
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_should_stop_cancels_with_the_weights_so_far(
+    xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset
+) -> None:
+    calls = []
+
+    def stop_after_three_steps() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(TrainingCancelled) as info:
+        train(xor_model_config, xor_train_config, demo_train, should_stop=stop_after_three_steps)
+    assert len(calls) == 4
+    assert info.value.result is not None and info.value.result.cancelled
+    assert info.value.result.model.labels == demo_train.labels
+
+
+def test_early_stopping_restores_the_best_epoch(
+    xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset, demo_dev: Dataset
+) -> None:
+    # A constant learning rate makes "the first N epochs" identical whatever the planned epoch count.
+    config = dataclasses.replace(xor_train_config, schedule="constant", patience=2, metric="accuracy")
+    stopped = train(xor_model_config, config, demo_train, demo_dev)
+    best = stopped.best_epoch
+    assert len(stopped.history) == best + 2 < config.epochs
+    assert stopped.metrics["fusion"]["accuracy"] == max(e["val"]["accuracy"] for e in stopped.history)
+    replay = train(
+        xor_model_config, dataclasses.replace(config, epochs=best, patience=0), demo_train, demo_dev
+    )
+    expected = replay.model.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in stopped.model.state_dict().items())
+
+
+def test_without_validation_set_the_last_epoch_is_kept(
+    xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset
+) -> None:
+    config = dataclasses.replace(xor_train_config, epochs=2)
+    result = train(xor_model_config, config, demo_train.subset(range(40)))
+    assert result.best_epoch == 2
+    assert result.metrics_split == "train"
+    assert "val" not in result.history[-1]
+
+
+def test_cross_validate_reports_mean_and_std_over_folds(
+    xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset
+) -> None:
+    config = dataclasses.replace(xor_train_config, epochs=1, kfold=3)
+    folds_seen = set()
+    summary = cross_validate(
+        xor_model_config, config, demo_train.subset(range(60)), on_progress=lambda p: folds_seen.add(p.fold)
+    )
+    assert summary["k"] == 3 and len(summary["folds"]) == 3
+    assert folds_seen == {1, 2, 3}
+    accuracies = [fold["fusion"]["accuracy"] for fold in summary["folds"]]
+    assert summary["mean"]["fusion"]["accuracy"] == pytest.approx(sum(accuracies) / 3)
+    assert summary["std"]["fusion"]["accuracy"] == pytest.approx(
+        torch.tensor(accuracies).std(unbiased=False).item()
+    )
+
+
+def test_frozen_text_encoder_trains_on_cached_features(
+    xor_train_config: TrainConfig, demo_train: Dataset, tmp_path: Path
+) -> None:
+    config = ModelConfig(image_encoder="none", text_encoder="minilm", hidden_dim=16, max_text_tokens=16)
+    small = demo_train.subset(range(24))
+    one_epoch = dataclasses.replace(xor_train_config, epochs=1)
+    runs: list[list[str]] = []
+    for _ in range(2):
+        progress: list[Progress] = []
+        train(config, one_epoch, small, cache=FeatureCache(tmp_path), on_progress=progress.append)
+        runs.append([p.stage for p in progress])
+    assert "encoding" in runs[0]
+    assert "encoding" not in runs[1]
+
+
+def test_class_weights_are_inverse_frequency() -> None:
+    weights = _class_weights(torch.tensor([0, 0, 0, 1]), 3)
+    assert weights[1] == pytest.approx(3 * weights[0])
+    assert weights[2] == 0.0
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "constant"])
+def test_schedules_warm_up_linearly_then_never_increase(schedule: str) -> None:
+    factor = _lr_lambda(schedule, total_steps=100, warmup_steps=10)
+    values = [factor(step) for step in range(100)]
+    assert values[0] == pytest.approx(0.1)
+    assert values[9] == pytest.approx(1.0)
+    assert all(later <= earlier + 1e-12 for earlier, later in itertools.pairwise(values[9:]))
+    assert (values[-1] < 0.05) == (schedule != "constant")
