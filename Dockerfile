@@ -3,8 +3,8 @@
 #   BASE_IMAGE      python:3.11-slim (CPU); a CUDA runtime image for the GPU variant, e.g.
 #                   nvidia/cuda:13.0.0-runtime-ubuntu24.04 (Python is installed when the base lacks it).
 #   PIP_EXTRA_ARGS  extra options for pip, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu"
-#                   for a small CPU-only torch, or "--find-links /wheels" to install the wheels placed in
-#                   ./wheels (see wheels/README.md) instead of downloading them.
+#                   for a small CPU-only torch, or "--no-index --find-links /wheels" to install offline
+#                   from the wheels placed in ./wheels (see wheels/README.md).
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS base
@@ -26,22 +26,24 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-WORKDIR /src
 COPY wheels/ /wheels/
+WORKDIR /tmp/deps
 COPY pyproject.toml ./
-# Dependencies only, resolved against empty packages (and an empty README): this multi-GB layer is
-# rebuilt when pyproject.toml changes, not when the code or the docs do.
+# Dependencies only, resolved against empty packages (and an empty README) in a scratch copy that is
+# deleted again: this multi-GB layer is rebuilt when pyproject.toml changes, not when the code does.
 # PIP_EXTRA_ARGS is a list of options: it must be word-split.
 # hadolint ignore=SC2086
-RUN mkdir -p model service \
+RUN mkdir model service \
     && touch README.md model/__init__.py service/__init__.py \
     && pip install --no-cache-dir $PIP_EXTRA_ARGS . \
     && pip uninstall --yes fusion-service \
-    && python -c "import torch, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+    && python -c "import torch, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" \
+    && rm -rf /tmp/deps/*
 
 FROM deps AS dist
 ARG PIP_EXTRA_ARGS=""
-COPY README.md ./
+WORKDIR /src
+COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY service/ service/
 # hadolint ignore=SC2086
@@ -60,7 +62,7 @@ RUN groupadd --system --gid 10001 fusion \
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=dist /dist/ /tmp/dist/
 RUN pip install --no-cache-dir --no-deps /tmp/dist/*.whl \
-    && python -c "import model, service"
+    && python -c "import model.cli, service.app, service.worker"
 USER 10001:10001
 WORKDIR /home/fusion
 VOLUME ["/data/models", "/data/data"]

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     with tempfile.TemporaryDirectory(prefix="fuzz-") as root:
         app = start_fuzz_app(Path(root))
-        schema = load_schema(app)
+        schema = load_schema(app.openapi())
         try:
             for result in schema.get_all_operations():
                 if not isinstance(result, Ok):  # the schema itself is broken here

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from model.config import ModelConfig, TrainConfig
 from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, split_dataset
@@ -127,42 +127,11 @@ def _validation_set(args: argparse.Namespace, train_set: Dataset, fraction: floa
     return split_dataset(train_set, args.val_fraction or fraction, seed=0)
 
 
-class _Bars:
-    """tqdm bars for training progress: one for encoding, one for the epochs (shown on a terminal only)."""
-
-    def __init__(self) -> None:
-        self.bars: dict[str, Any] = {}
-
-    def __call__(self, progress: Any) -> None:
-        from tqdm import tqdm
-
-        if progress.stage == "encoding":
-            bar = self.bars.get("encoding") or self.bars.setdefault(
-                "encoding", tqdm(total=progress.steps, desc="encoding", unit="item", disable=None)
-            )
-            bar.update(progress.step - bar.n)
-            return
-        total = progress.epochs * progress.steps
-        bar = self.bars.get("training")
-        if bar is None or bar.total != total:  # a new run (e.g. the next fold)
-            if bar is not None:
-                bar.close()
-            bar = self.bars["training"] = tqdm(total=total, desc="training", unit="step", disable=None)
-        if progress.stage == "training":
-            bar.update((progress.epoch - 1) * progress.steps + progress.step - bar.n)
-            bar.set_postfix(epoch=progress.epoch, loss=f"{progress.loss:.4f}", refresh=False)
-        elif progress.metrics:
-            bar.set_postfix(epoch=progress.epoch, **{k: f"{v:.3f}" for k, v in progress.metrics.items()})
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
 def _train(args: argparse.Namespace) -> int:
     from model.checkpoint import save_checkpoint
     from model.device import configure_cpu_threads, resolve_device
     from model.features import FeatureCache
+    from model.progress import ProgressBars
     from model.training import cross_validate, train
 
     model_config = _config_from_args(ModelConfig, args)
@@ -178,7 +147,7 @@ def _train(args: argparse.Namespace) -> int:
     if dataset.skipped:
         print(f"skipped {dataset.skipped} invalid rows: {dataset.skipped_kinds}", file=sys.stderr)
     cache = FeatureCache(args.cache_dir) if args.cache_dir else FeatureCache()
-    bars = _Bars()
+    bars = ProgressBars()
     try:
         if train_config.kfold:
             summary = cross_validate(model_config, train_config, dataset, cache=cache, on_progress=bars)

@@ -17,11 +17,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from service.errors import APIError
+from service.uploads import OVERHEAD_BYTES, check_declared_length
 
 _MAX_FIELD_BYTES = 4096
 _MAX_PARTS = 16
-# Room for the multipart framing and the small text fields around the file.
-_FRAMING_BYTES = 64 * 1024
 
 
 @dataclass
@@ -141,9 +140,9 @@ async def stream_form_to_file(
     if content_type != b"multipart/form-data" or not boundary:
         message = f"expected a multipart/form-data body with a '{file_field}' file"
         raise APIError(415, "unsupported_media_type", message)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_file_bytes + _FRAMING_BYTES:
-        raise _too_large(file_field, max_file_bytes)  # refuse before reading a byte
+    check_declared_length(
+        request, max_file_bytes + OVERHEAD_BYTES, lambda: _too_large(file_field, max_file_bytes)
+    )
     reader = _Reader(file_field, dest, max_file_bytes)
     parser = MultipartParser(
         boundary,

@@ -19,11 +19,16 @@ def max_text_bytes(max_chars: int) -> int:
     return max_chars * 4
 
 
-def _limited(request: Request, limit: int, too_large: Callable[[], APIError]) -> Request:
-    """The same request, but reading more than ``limit`` body bytes raises ``too_large()``."""
+def check_declared_length(request: Request, limit: int, too_large: Callable[[], APIError]) -> None:
+    """Raise ``too_large()`` before reading a byte when the Content-Length header is over ``limit``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large()  # refuse before reading a byte
+        raise too_large()
+
+
+def _limited(request: Request, limit: int, too_large: Callable[[], APIError]) -> Request:
+    """The same request, but reading more than ``limit`` body bytes raises ``too_large()``."""
+    check_declared_length(request, limit, too_large)
     received = 0
     receive = request.receive
 

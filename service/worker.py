@@ -221,7 +221,7 @@ class Worker:
         return self.jobs.get(job.id)
 
     def _run(self, job: Job) -> None:
-        # torch and the model code load on the first job, so that starting (and --help) stay quick.
+        # The training code loads on the first job, so that starting stays quick.
         from model.training import TrainingCancelled
 
         try:
@@ -267,24 +267,30 @@ class Worker:
         from model.training import TrainingCancelled, train
 
         params = TrainParams.model_validate(job.params)
-        train_set = self.datasets.load(job.dataset)
+        train_set = self.datasets.load(job.dataset, skip_invalid=job.skip_invalid)
+        # Counted before any split: a held-out part of the training set starts with skipped == 0.
+        skipped_rows = {"dataset": train_set.skipped, "validation": 0}
         fraction = job.validation if isinstance(job.validation, float) else None
         model_config, train_config = params.configs(
             train_set.labels, device=self.settings.device, val_fraction=fraction
         )
         if isinstance(job.validation, str):
             try:
-                val_set = self.datasets.load(job.validation, labels=train_set.labels)
+                val_set = self.datasets.load(
+                    job.validation, labels=train_set.labels, skip_invalid=job.skip_invalid
+                )
             except DatasetError as exc:
                 raise JobError(f"validation: {exc}") from exc
+            skipped_rows["validation"] = val_set.skipped
         else:
             train_set, val_set = split_dataset(train_set, train_config.val_fraction, train_config.seed)
         log.info(
-            "job %s: %d training and %d validation samples, labels %s",
+            "job %s: %d training and %d validation samples, labels %s, invalid rows skipped %s",
             job.id,
             len(train_set),
             len(val_set),
             ", ".join(train_set.labels),
+            skipped_rows,
         )
 
         writer = _ProgressWriter(self.jobs, job.id)
@@ -322,6 +328,7 @@ class Worker:
             "best_epoch": result.best_epoch,
             "metric": metric,
             "promotion": promotion,
+            "skipped_rows": skipped_rows,
         }
         done = {
             "stage": "done",
@@ -402,12 +409,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     settings = Settings()
     configure_logging(settings)
+    from model.device import configure_cpu_threads  # imports torch: after --help, which stays quick
+
+    # Training sizes nothing itself; this process may use every CPU it is allowed (its affinity).
+    threads = configure_cpu_threads()
     token = args.worker_token or uuid.uuid4().hex[:8]
     worker = Worker(
         settings,
         worker_id=make_worker_id(os.getpid(), token),
         parent_pid=os.getppid() if args.exit_with_parent else None,
     )
+    log.info("worker %s: %d torch CPU threads", worker.worker_id, threads)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("worker %s: %s received, stopping", worker.worker_id, signal.Signals(signum).name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request, Response, status
+from pydantic import TypeAdapter, ValidationError
 
 from service.deps import DatasetStoreDep, JobStoreDep, SettingsDep
 from service.errors import APIError
@@ -33,6 +34,8 @@ _ERRORS: dict[type[DatasetStoreError], tuple[int, str]] = {
     InvalidDataset: (422, "invalid_dataset"),
 }
 
+_BOOL = TypeAdapter(bool)
+
 _UPLOAD_BODY = {
     "required": True,
     "content": {
@@ -53,11 +56,25 @@ _UPLOAD_BODY = {
                         " images it names, or label folders holding <name>.jpg + <name>.txt;"
                         " one top-level folder around it is fine",
                     },
+                    "skip_invalid": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "drop invalid rows (duplicates, missing images, ...) instead of"
+                        " refusing the upload; the count per split is in the response",
+                    },
                 },
             }
         }
     },
 }
+
+
+def _form_bool(fields: dict[str, str], name: str) -> bool:
+    """An optional boolean form field (true/false, 1/0, yes/no, on/off); absent is false."""
+    try:
+        return _BOOL.validate_python(fields.get(name, False))
+    except ValidationError:
+        raise APIError(422, "validation_error", f"{name}: expected a boolean (true or false)", name) from None
 
 
 def api_error(exc: DatasetStoreError) -> APIError:
@@ -79,6 +96,7 @@ async def upload_dataset(
 ) -> DatasetPublic:
     """Upload a zip with a `name`; every entry is checked before anything is extracted, then the content
     is validated like a training run would (missing or unreadable images, empty texts, duplicates, ...).
+    With `skip_invalid=true` invalid rows are left out (and counted per split) instead of refusing it.
 
     Refused: entries with `../` or absolute paths, links, duplicate names, archives that expand too much
     (zip bombs) and manifests that point outside the archive.
@@ -92,9 +110,10 @@ async def upload_dataset(
             raise APIError(422, "missing_field", "name: field required", "name")
         if form.file_bytes is None:
             raise APIError(422, "missing_field", "file: a zip file is required", "file")
+        skip_invalid = _form_bool(form.fields, "skip_invalid")
         try:
             check_name(name)
-            info = await asyncio.to_thread(store.create_from_zip, name, archive)
+            info = await asyncio.to_thread(store.create_from_zip, name, archive, skip_invalid=skip_invalid)
         except DatasetStoreError as exc:
             raise api_error(exc) from None
     response.headers["Location"] = f"/datasets/{info.name}"

@@ -39,32 +39,48 @@ def _get(store: JobStore, job_id: str) -> Job:
     return job
 
 
-def _split_info(datasets: DatasetStore, ref: str, field: str) -> tuple[DatasetInfo, str | None]:
-    """The dataset summary and split a reference names, or a 422 naming the request field."""
+def _split_info(
+    datasets: DatasetStore, ref: str, field: str, *, skip_invalid: bool
+) -> tuple[DatasetInfo, str | None]:
+    """The dataset summary and split a reference names, or a 422 naming the request field.
+
+    A split with invalid rows is refused unless `skip_invalid`.
+    """
     try:
         path, split = datasets.resolve(ref)
         info = datasets.info(path.name)
     except DatasetStoreError as exc:
         raise APIError(422, "unknown_dataset", f"{field}: {exc.message}", field) from None
-    if info.split(split) is None:
+    loaded = info.split(split)
+    if loaded is None:
         which = f"split {split!r}" if split else "the default split"
         detail = f": {info.error}" if info.error else ""
         raise APIError(
             422, "invalid_dataset", f"{field}: {which} of {info.name!r} does not load{detail}", field
+        )
+    if loaded.skipped and not skip_invalid:
+        kinds = ", ".join(f"{kind} x{count}" for kind, count in loaded.problem_counts.items())
+        raise APIError(
+            422,
+            "invalid_dataset",
+            f"{field}: {ref} has {loaded.skipped} invalid rows ({kinds}); set skip_invalid to drop them",
+            field,
         )
     return info, split
 
 
 def _check_request(body: JobCreate, datasets: DatasetStore, device: str) -> None:
     """Everything that can be checked before queueing: datasets, validation labels, the recipe itself."""
-    info, split = _split_info(datasets, body.dataset, "dataset")
+    info, split = _split_info(datasets, body.dataset, "dataset", skip_invalid=body.skip_invalid)
     train_split = info.split(split)
     assert train_split is not None
     labels = [label for label, count in train_split.label_counts.items() if count > 0]
     if len(labels) < 2:
         raise APIError(422, "invalid_dataset", "dataset: needs at least two labels with samples", "dataset")
     if isinstance(body.validation, str):
-        val_info, val_split = _split_info(datasets, body.validation, "validation")
+        val_info, val_split = _split_info(
+            datasets, body.validation, "validation", skip_invalid=body.skip_invalid
+        )
         val = val_info.split(val_split)
         assert val is not None
         unknown = sorted(label for label, count in val.label_counts.items() if count and label not in labels)
@@ -106,6 +122,7 @@ async def create_job(
         validation=body.validation,
         params=body.params.model_dump(),
         promote=body.promote,
+        skip_invalid=body.skip_invalid,
     )
     response.headers["Location"] = f"/jobs/{job.id}"
     return await asyncio.to_thread(_public, jobs, job)

@@ -76,7 +76,7 @@ def active_model(store: ModelStoreDep, holder: ModelHolderDep) -> ActiveModelPub
     "/{version}/activate",
     summary="Activate a model version (also the rollback)",
     dependencies=[RequireKey],
-    responses=error_responses(401, 404, 409),
+    responses=error_responses(401, 404, 409, 422),
 )
 async def activate_model(
     version: VersionPath, store: ModelStoreDep, loader: ModelLoaderDep

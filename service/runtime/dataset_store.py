@@ -13,7 +13,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -89,8 +89,9 @@ class SplitInfo:
     name: str | None  # the manifest stem; None for the image-folder layout
     samples: int
     label_counts: dict[str, int]
-    skipped: int
+    skipped: int  # invalid rows; a job reads the split only with skip_invalid when this is not 0
     fingerprint: str
+    problem_counts: dict[str, int] = field(default_factory=dict)  # the invalid rows per problem kind
 
 
 @dataclass(frozen=True)
@@ -210,10 +211,14 @@ class DatasetStore:
             raise DatasetNotFound(f"dataset {name!r} has no split {split!r}")
         return path, split
 
-    def load(self, ref: str, *, labels: Iterable[str] | None = None) -> Dataset:
-        """Load and validate the referenced dataset with the model package (raises DatasetError)."""
+    def load(self, ref: str, *, labels: Iterable[str] | None = None, skip_invalid: bool = False) -> Dataset:
+        """Load and validate the referenced dataset with the model package (raises DatasetError).
+
+        With `skip_invalid` invalid rows are dropped and counted in `Dataset.skipped` instead.
+        """
         path, split = self.resolve(ref)
-        return load_dataset(path, split=split, labels=None if labels is None else tuple(labels))
+        labels = None if labels is None else tuple(labels)
+        return load_dataset(path, split=split, labels=labels, skip_invalid=skip_invalid)
 
     # ---- writing -------------------------------------------------------------------------------------
 
@@ -226,8 +231,11 @@ class DatasetStore:
         finally:
             path.unlink(missing_ok=True)
 
-    def create_from_zip(self, name: str, archive: Path) -> DatasetInfo:
-        """Inspect every zip entry, extract into a temp dir, validate, then rename to `name` atomically."""
+    def create_from_zip(self, name: str, archive: Path, *, skip_invalid: bool = False) -> DatasetInfo:
+        """Inspect every zip entry, extract into a temp dir, validate, then rename to `name` atomically.
+
+        Invalid rows refuse the upload unless `skip_invalid` (then they are counted per split).
+        """
         check_name(name)
         if (self.root / name).exists():
             raise DatasetExists(f"a dataset named {name!r} already exists", field="name")
@@ -240,7 +248,7 @@ class DatasetStore:
             with zf:
                 entries = _inspect(zf, self.limits)
                 _extract(zf, entries, tmp, self.limits)
-            info = _describe(name, tmp, strict=True)
+            info = _describe(name, tmp, strict=True, skip_invalid=skip_invalid)
             with self._lock:
                 if (self.root / name).exists():
                     raise DatasetExists(f"a dataset named {name!r} already exists", field="name")
@@ -396,8 +404,12 @@ def _extract(zf: zipfile.ZipFile, entries: list[_Entry], dest: Path, limits: Dat
                 out.write(chunk)
 
 
-def _describe(name: str, path: Path, *, strict: bool = False) -> DatasetInfo:
-    """Load every split of a dataset folder; with `strict` any invalid split raises InvalidDataset."""
+def _describe(name: str, path: Path, *, strict: bool = False, skip_invalid: bool = False) -> DatasetInfo:
+    """Load every split of a dataset folder, counting invalid rows per split.
+
+    With `strict` a split that does not load raises InvalidDataset, and so do invalid rows unless
+    `skip_invalid`.
+    """
     manifests = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MANIFEST_EXTENSIONS)
     stems = [p.stem for p in manifests]
     split_names: list[str | None]
@@ -411,15 +423,20 @@ def _describe(name: str, path: Path, *, strict: bool = False) -> DatasetInfo:
     splits: list[SplitInfo] = []
     errors: list[str] = []
     for split in split_names:
+        prefix = f"{split}: " if split is not None and len(split_names) > 1 else ""
         try:
-            ds = load_dataset(path, split=split)
+            # Skipping here only counts the invalid rows: jobs and uploads decide whether they may be dropped.
+            ds = load_dataset(path, split=split, skip_invalid=True)
         except DatasetError as exc:
-            message = f"{split}: {exc}" if split is not None and len(split_names) > 1 else str(exc)
             if strict:
-                raise InvalidDataset(message, field="file") from exc
-            errors.append(message)
+                raise InvalidDataset(f"{prefix}{exc}", field="file") from exc
+            errors.append(f"{prefix}{exc}")
             continue
-        splits.append(SplitInfo(split, len(ds), ds.label_counts(), ds.skipped, ds.fingerprint))
+        if strict and ds.skipped and not skip_invalid:
+            raise InvalidDataset(f"{prefix}{DatasetError(ds.problems)}", field="file")
+        splits.append(
+            SplitInfo(split, len(ds), ds.label_counts(), ds.skipped, ds.fingerprint, ds.skipped_kinds)
+        )
     if manifests and default is None:
         errors.append("several manifests and none named train: refer to one as name:split")
     return DatasetInfo(

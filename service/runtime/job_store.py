@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     validation TEXT,
     params TEXT NOT NULL,
     promote TEXT NOT NULL,
+    skip_invalid INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
@@ -50,6 +51,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
 """
+# Columns added after the first release, added to older job databases on open.
+_ADDED_COLUMNS = {"skip_invalid": "INTEGER NOT NULL DEFAULT 0"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Job:
     validation: str | float | None
     params: dict[str, Any]
     promote: str
+    skip_invalid: bool
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -101,6 +105,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         validation=_loads(row["validation"]),
         params=json.loads(row["params"]),
         promote=row["promote"],
+        skip_invalid=bool(row["skip_invalid"]),
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
@@ -127,6 +132,10 @@ class JobStore:
             # WAL lets the API read while a worker writes progress.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for column, declaration in _ADDED_COLUMNS.items():
+                if column not in present:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -159,14 +168,15 @@ class JobStore:
         validation: str | float | None = None,
         params: dict[str, Any] | None = None,
         promote: str = "if_better",
+        skip_invalid: bool = False,
     ) -> Job:
-        """Queue a new job and return it."""
+        """Queue a new job and return it; `skip_invalid` drops invalid dataset rows instead of failing."""
         job_id = uuid.uuid4().hex
         with self._transaction() as conn:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             conn.execute(
-                "INSERT INTO jobs (id, seq, status, dataset, validation, params, promote, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, seq, status, dataset, validation, params, promote, skip_invalid,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     seq,
@@ -175,6 +185,7 @@ class JobStore:
                     None if validation is None else json.dumps(validation),
                     json.dumps(params or {}),
                     promote,
+                    int(skip_invalid),
                     time.time(),
                 ),
             )

@@ -15,8 +15,12 @@ class DatasetSplit(BaseModel):
     name: str | None = Field(description="manifest stem, usable as `dataset:split`; null for image folders")
     samples: int = Field(description="number of valid samples")
     label_counts: dict[str, int] = Field(description="samples per label")
-    skipped: int = Field(description="rows dropped as invalid")
-    fingerprint: str = Field(description="content hash of the rows and image bytes")
+    skipped: int = Field(
+        description="invalid rows, left out of `samples`; a job uses the split only with"
+        " `skip_invalid` when this is not 0"
+    )
+    problem_counts: dict[str, int] = Field(description="invalid rows per problem kind (e.g. duplicate)")
+    fingerprint: str = Field(description="content hash of the valid rows and their image bytes")
 
 
 class DatasetPublic(BaseModel):
@@ -47,6 +51,7 @@ class DatasetPublic(BaseModel):
                     samples=s.samples,
                     label_counts=s.label_counts,
                     skipped=s.skipped,
+                    problem_counts=s.problem_counts,
                     fingerprint=s.fingerprint,
                 )
                 for s in info.splits

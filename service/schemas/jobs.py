@@ -100,6 +100,11 @@ class JobCreate(BaseModel):
         "if_better",
         description="if_better: only when the validation metric beats the active model's (or none is active)",
     )
+    skip_invalid: bool = Field(
+        False,
+        description="drop invalid rows (duplicates, missing images, ...) of the training and validation"
+        " datasets instead of refusing them; the job's metrics count the rows dropped",
+    )
 
     @field_validator("validation")
     @classmethod
@@ -138,6 +143,7 @@ class JobPublic(BaseModel):
     validation: str | float | None
     params: dict[str, Any] = Field(description="the full training recipe, defaults filled in")
     promote: str
+    skip_invalid: bool = Field(description="invalid dataset rows are dropped instead of failing the job")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -146,7 +152,8 @@ class JobPublic(BaseModel):
     progress: JobProgress | None
     history: list[dict[str, Any]] = Field(description="per finished epoch: loss, validation metrics")
     metrics: dict[str, Any] | None = Field(
-        description="validation reports (fusion, image_only, text_only), best epoch, promotion decision"
+        description="validation reports (fusion, image_only, text_only), best epoch, promotion decision,"
+        " invalid rows skipped (`skipped_rows`)"
     )
     model_version: str | None
     promoted: bool
@@ -162,6 +169,7 @@ class JobPublic(BaseModel):
             validation=job.validation,
             params=job.params,
             promote=job.promote,
+            skip_invalid=job.skip_invalid,
             created_at=datetime.fromtimestamp(job.created_at, UTC),
             started_at=_time(job.started_at),
             finished_at=_time(job.finished_at),

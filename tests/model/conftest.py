@@ -1,26 +1,15 @@
-"""Fixtures of the model tests: one thread for torch, a demo dataset and a tiny trainable config."""
+"""Fixtures of the model tests: a demo dataset and a tiny trainable config."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset, load_dataset
 from model.demo_data import write_demo_dataset
 from tests.factories import tiny_model_config
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads; on a busy 2-core machine two spinning threads run 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

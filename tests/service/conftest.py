@@ -121,10 +121,11 @@ def demo_dataset(tmp_path: Path) -> str:
 
 @pytest.fixture
 def single_cpu() -> Iterator[None]:
-    """Pin the test (and the threads and processes it starts) to one CPU while it trains.
+    """Pin the test, and the worker processes it starts, to one CPU.
 
-    ``model.training.train`` sizes torch's thread pool to the CPUs it may use; on a machine shared with
-    other work those threads spin-wait each other and a tiny job takes 20x longer than on one thread.
+    A worker process sizes torch's thread pool to the CPUs it may use (the tests' own one-thread setting
+    does not reach it); on a machine shared with other work those threads spin-wait each other and a tiny
+    job takes 20x longer than on one thread.
     """
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(before)})

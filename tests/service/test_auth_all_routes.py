@@ -13,13 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
 from tests.factories import make_jpeg
+from tests.service.route_table import routes_with_methods, unstarted_app
 
 KEY = "k3y-Zq8vN1xR5tW0pL7m"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -36,22 +33,12 @@ BAD_HEADERS = {
 ClientFactory = Callable[..., TestClient]
 
 
-def mutating_routes(app: FastAPI) -> list[tuple[str, str]]:
-    """(method, path template) of every route, included routers' too, accepting POST/PUT/PATCH/DELETE."""
-    return sorted(
-        (method, str(route.path))
-        for route in iter_route_contexts(app.routes)
-        for method in (route.methods or set()) & MUTATING
-    )
-
-
 def concrete(path: str) -> str:
     """The template with every `{parameter}` filled in (names that exist nowhere: auth comes first)."""
     return re.sub(r"\{[^}]+\}", "no-such-thing", path)
 
 
-# Building the app only builds its routes; nothing is loaded before its lifespan starts.
-ROUTES = mutating_routes(create_app(Settings(_env_file=None)))  # type: ignore[call-arg]
+ROUTES = routes_with_methods(unstarted_app(), MUTATING)
 
 
 def test_the_route_table_has_the_mutating_routes_of_every_resource() -> None:

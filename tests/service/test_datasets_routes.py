@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from model.demo_data import write_demo_dataset
 from tests.service.zips import demo_zip, tree, valid_entries, with_symlink, zip_entries
 
 KEY = "s3cret-key"
@@ -16,11 +17,20 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 ClientFactory = Callable[..., TestClient]
 
 
-def _upload(client: TestClient, name: str | None, data: bytes | None, **kwargs: Any) -> Any:
+def _upload(
+    client: TestClient,
+    name: str | None,
+    data: bytes | None,
+    *,
+    skip_invalid: str | None = None,
+    **kwargs: Any,
+) -> Any:
     """POST /datasets as multipart/form-data, leaving out the parts that are None."""
     parts: list[tuple[str, Any]] = []
     if name is not None:
         parts.append(("name", (None, name.encode())))
+    if skip_invalid is not None:
+        parts.append(("skip_invalid", (None, skip_invalid.encode())))
     if data is not None:
         parts.append(("file", ("dataset.zip", data, "application/zip")))
     return client.post("/datasets", files=parts, **kwargs)
@@ -108,6 +118,49 @@ def test_invalid_dataset_content_is_refused_with_the_problems(client: TestClient
     assert response.status_code == 422
     message = _error(response)["message"]
     assert "missing_image" in message and "path_outside_root" in message
+
+
+def _with_duplicate_row() -> dict[str, bytes]:
+    entries = valid_entries()
+    entries["train.jsonl"] += entries["train.jsonl"].splitlines(keepends=True)[0]
+    return entries
+
+
+def test_invalid_rows_are_refused_unless_skip_invalid(client: TestClient) -> None:
+    refused = _upload(client, "dup", zip_entries(_with_duplicate_row()), headers=AUTH)
+    assert refused.status_code == 422 and "duplicate" in _error(refused)["message"]
+
+    response = _upload(client, "dup", zip_entries(_with_duplicate_row()), skip_invalid="true", headers=AUTH)
+
+    assert response.status_code == 201, response.text
+    (split,) = response.json()["splits"]
+    assert (split["samples"], split["skipped"], split["problem_counts"]) == (6, 1, {"duplicate": 1})
+
+
+def test_skip_invalid_must_be_a_boolean(client: TestClient) -> None:
+    response = _upload(client, "dup", zip_entries(valid_entries()), skip_invalid="maybe", headers=AUTH)
+
+    assert response.status_code == 422 and _error(response)["field"] == "skip_invalid"
+
+
+def test_hand_placed_dataset_with_invalid_rows_is_described_with_the_counts(
+    client: TestClient, tmp_path: Path
+) -> None:
+    source = write_demo_dataset(tmp_path / "elsewhere", n_per_class=4)
+    for split in ("train", "dev"):
+        manifest = source / f"{split}.jsonl"
+        manifest.write_text(manifest.read_text() + manifest.read_text().splitlines(keepends=True)[0])
+    (tmp_path / "data" / "datasets" / "linked").symlink_to(source, target_is_directory=True)
+
+    response = client.get("/datasets/linked")
+
+    assert response.status_code == 200, response.text
+    splits = {split["name"]: split for split in response.json()["splits"]}
+    assert {name: split["problem_counts"] for name, split in splits.items()} == {
+        "dev": {"duplicate": 1},
+        "train": {"duplicate": 1},
+    }
+    assert splits["train"]["samples"] == 8
 
 
 def test_upload_over_the_size_limit_is_413(make_client: ClientFactory, tmp_path: Path) -> None:

@@ -42,3 +42,15 @@ def test_predict_documents_its_multipart_fields(empty_client: TestClient) -> Non
     batch = spec["paths"]["/predict/batch"]["post"]["requestBody"]["content"]
     assert set(batch) == {"multipart/form-data", "application/json"}
     assert "ErrorBody" in spec["components"]["schemas"]
+
+
+def test_every_422_is_documented_with_the_error_body(empty_client: TestClient) -> None:
+    raw = empty_client.get("/openapi.json")
+    assert "HTTPValidationError" not in raw.text
+    documented = [
+        op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+        for item in raw.json()["paths"].values()
+        for op in item.values()
+        if "422" in op["responses"]
+    ]
+    assert documented and set(documented) == {"#/components/schemas/ErrorBody"}

@@ -31,6 +31,38 @@ def test_new_job_is_queued_with_its_request(store: JobStore) -> None:
     assert job.started_at is None and job.history == [] and not job.promoted
 
 
+def test_skip_invalid_is_stored_with_the_job(store: JobStore) -> None:
+    assert not store.create("demo").skip_invalid
+    job = store.create("demo", skip_invalid=True)
+
+    fetched = store.get(job.id)
+    assert fetched is not None and fetched.skip_invalid
+
+
+def test_a_database_from_before_skip_invalid_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status TEXT NOT NULL,"
+            " dataset TEXT NOT NULL, validation TEXT, params TEXT NOT NULL, promote TEXT NOT NULL,"
+            " created_at REAL NOT NULL, started_at REAL, finished_at REAL, progress TEXT,"
+            " history TEXT NOT NULL DEFAULT '[]', metrics TEXT, model_version TEXT,"
+            " promoted INTEGER NOT NULL DEFAULT 0, error TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,"
+            " worker_id TEXT, heartbeat_at REAL)"
+        )
+        conn.execute(
+            "INSERT INTO jobs (id, seq, status, dataset, params, promote, created_at)"
+            " VALUES ('old', 1, 'queued', 'demo', '{}', 'never', 0)"
+        )
+    conn.close()
+
+    store = JobStore(path)
+
+    old = store.get("old")
+    assert old is not None and not old.skip_invalid
+    assert store.create("demo", skip_invalid=True).skip_invalid
+
+
 def test_fraction_validation_round_trips_as_a_number(store: JobStore) -> None:
     assert store.create("demo", validation=0.25).validation == 0.25
 

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from model.checkpoint import save_checkpoint
+from model.demo_data import write_demo_dataset
 from service.runtime.model_store import ModelStore
 from service.worker import Worker
 from tests.factories import build_tiny_model, make_jpeg
@@ -26,7 +27,7 @@ Params = dict[str, Any]
 
 
 @pytest.fixture
-def client(active_version: str, make_client: Callable[..., TestClient], single_cpu: None) -> TestClient:
+def client(active_version: str, make_client: Callable[..., TestClient]) -> TestClient:
     """An app with an API key, serving the tiny active version."""
     return make_client(api_key=KEY, device="cpu")
 
@@ -235,6 +236,49 @@ def test_validation_set_with_unknown_labels_is_refused(
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["field"] == "validation" and "'cat'" in error["message"]
+
+
+@pytest.fixture
+def linked_with_duplicates(tmp_path: Path) -> str:
+    """The demo dataset placed as a link `mvsa` (like a mounted MVSA folder), one duplicate row per split."""
+    source = write_demo_dataset(tmp_path / "mounted", n_per_class=16)
+    for split in ("train", "dev"):
+        manifest = source / f"{split}.jsonl"
+        manifest.write_text(manifest.read_text() + manifest.read_text().splitlines(keepends=True)[0])
+    (tmp_path / "data" / "datasets" / "mvsa").symlink_to(source, target_is_directory=True)
+    return "mvsa"
+
+
+@pytest.mark.parametrize("field", ["dataset", "validation"])
+def test_a_split_with_invalid_rows_needs_skip_invalid(
+    client: TestClient, demo: str, linked_with_duplicates: str, field: str
+) -> None:
+    refs = {"dataset": "demo", "validation": "demo:dev", field: f"{linked_with_duplicates}:dev"}
+
+    response = _create(client, **refs)
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and "skip_invalid" in error["message"] and "duplicate" in error["message"]
+
+
+def test_skip_invalid_job_trains_on_a_hand_placed_link_and_counts_the_skipped_rows(
+    client: TestClient, linked_with_duplicates: str, tiny_job_params: Params
+) -> None:
+    job = _queue(
+        client,
+        tiny_job_params,
+        dataset=f"{linked_with_duplicates}:train",
+        validation=f"{linked_with_duplicates}:dev",
+        skip_invalid=True,
+    )
+    assert job["skip_invalid"] is True
+
+    _worker(client).run_once()
+
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done["error"]
+    assert done["metrics"]["skipped_rows"] == {"dataset": 1, "validation": 1}
 
 
 def test_mutating_job_routes_require_the_key(client: TestClient, demo: str) -> None:

@@ -27,7 +27,7 @@ Params = dict[str, Any]
 
 
 @pytest.fixture
-def worker(make_settings: Callable[..., Settings], demo_dataset: str, single_cpu: None) -> Worker:
+def worker(make_settings: Callable[..., Settings], demo_dataset: str) -> Worker:
     return Worker(make_settings(device="cpu"))
 
 
