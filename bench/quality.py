@@ -48,13 +48,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="quality-cache-") as tmp:
         cache = FeatureCache(args.cache_dir or Path(tmp))
         result = train(
-            replace(ModelConfig(), **model_kw), replace(TrainConfig(), **train_kw), train_set, dev_set, cache=cache
+            replace(ModelConfig(), **model_kw),
+            replace(TrainConfig(), **train_kw),
+            train_set,
+            dev_set,
+            cache=cache,
         )
     wall = time.monotonic() - started
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
-    print(f"train: {len(train_set.samples)} samples ({train_set.skipped} skipped), dev: {len(dev_set.samples)}")
-    print(f"settings: model={model_kw or 'default'} train={train_kw or 'default'} best_epoch={result.best_epoch}")
+    print(
+        f"train: {len(train_set.samples)} samples ({train_set.skipped} skipped), dev: {len(dev_set.samples)}"
+    )
+    settings = f"model={model_kw or 'default'} train={train_kw or 'default'}"
+    print(f"settings: {settings} best_epoch={result.best_epoch}")
     print()
     print("| input | accuracy | weighted F1 | macro F1 |")
     print("|---|---|---|---|")
@@ -62,9 +69,11 @@ def main() -> None:
         report = result.metrics.get(mode)
         if report is not None:
             name = mode.replace("_", "-")
-            print(f"| {name} | {report['accuracy']:.4f} | {report['weighted_f1']:.4f} | {report['macro_f1']:.4f} |")
+            scores = " | ".join(f"{report[key]:.4f}" for key in ("accuracy", "weighted_f1", "macro_f1"))
+            print(f"| {name} | {scores} |")
     print()
-    print(f"training wall time (loading + {'warm' if args.cache_dir else 'cold'} cache + training): {wall:.1f} s")
+    cache_state = "warm" if args.cache_dir else "cold"
+    print(f"training wall time (loading + {cache_state} cache + training): {wall:.1f} s")
     print(f"peak RSS: {peak_rss_gb:.2f} GB")
 
 

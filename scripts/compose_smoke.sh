@@ -70,7 +70,10 @@ fi
 
 log "building the image (PIP_EXTRA_ARGS=${PIP_EXTRA_ARGS:-})"
 build_start=$SECONDS
-"${COMPOSE[@]}" build api
+if ! "${COMPOSE[@]}" build api >"$WORK/build.log" 2>&1; then
+  tail -n 60 "$WORK/build.log"
+  exit 1
+fi
 log "image built in $((SECONDS - build_start))s: $(docker image inspect --format '{{.Size}}' fusion-service:latest | awk '{printf "%.2f GB", $1 / 1e9}')"
 
 "${COMPOSE[@]}" up -d
@@ -86,7 +89,7 @@ log "uploaded dataset: $(json "$WORK/dataset.json" 'd["name"]')"
 
 cat >"$WORK/job-request.json" <<'EOF'
 {"dataset": "demo", "validation": "demo:dev", "promote": "always",
- "params": {"image_encoder": "cnn", "text_encoder": "bow", "image_size": 32, "epochs": 3, "batch_size": 32}}
+ "params": {"image_encoder": "cnn", "text_encoder": "bow", "image_size": 32, "epochs": 10, "batch_size": 32}}
 EOF
 curl -fsS "${AUTH[@]}" -H 'Content-Type: application/json' -d @"$WORK/job-request.json" "$BASE/jobs" >"$WORK/job.json"
 JOB=$(json "$WORK/job.json" 'd["id"]')

@@ -85,7 +85,13 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return await _api_error(request, validation_error(exc.errors()))
+    errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
+        # A body that is not JSON at all is a malformed request, not a bad field (the loc is a byte offset).
+        return await _api_error(
+            request, APIError(400, "invalid_json", f"body is not valid JSON: {errors[0].get('msg')}")
+        )
+    return await _api_error(request, validation_error(errors))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

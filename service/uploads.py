@@ -53,6 +53,17 @@ def require_content_type(request: Request, *accepted: str) -> str:
     return media_type
 
 
+class _CompleteMultiPartParser(MultiPartParser):
+    """Starlette's parser, noting whether the closing boundary arrived (it silently drops a cut-off part)."""
+
+    complete = False
+
+    def on_end(self) -> None:
+        """Called by the multipart parser only once the closing boundary has been read."""
+        self.complete = True
+        super().on_end()
+
+
 async def read_multipart(
     request: Request,
     *,
@@ -68,7 +79,7 @@ async def read_multipart(
     The caller must ``await form.close()``.
     """
     limited = _limited(request, max_body_bytes, too_large)
-    parser = MultiPartParser(
+    parser = _CompleteMultiPartParser(
         limited.headers,
         limited.stream(),
         max_files=max_parts,
@@ -76,7 +87,7 @@ async def read_multipart(
         max_part_size=max_text_bytes,
     )
     try:
-        return await parser.parse()
+        form = await parser.parse()
     except MultiPartException as exc:
         if exc.message.startswith("Part exceeded maximum size"):
             message = f"{text_field}: too long (a text field may hold at most {max_text_bytes} bytes)"
@@ -84,6 +95,12 @@ async def read_multipart(
         if exc.message.startswith("Too many"):
             raise APIError(413, "too_many_parts", f"too many form parts (at most {max_parts})") from exc
         raise APIError(400, "malformed_multipart", f"malformed multipart body: {exc.message}") from exc
+    if not parser.complete:
+        await form.close()
+        raise APIError(
+            400, "malformed_multipart", "malformed multipart body: it ends before the closing boundary"
+        )
+    return form
 
 
 async def read_body(request: Request, *, max_body_bytes: int, too_large: Callable[[], APIError]) -> bytes:
