@@ -230,11 +230,7 @@ def _read_jsonl(name: str, content: str) -> tuple[list[_Row], list[DatasetProble
         if not isinstance(record, dict):
             problems.append(DatasetProblem("bad_row", location, "not a JSON object"))
             continue
-        row_or_problem = _make_row(location, record)
-        if isinstance(row_or_problem, _Row):
-            rows.append(row_or_problem)
-        else:
-            problems.append(row_or_problem)
+        _keep(_make_row(location, record), rows, problems)
     return rows, problems
 
 
@@ -252,12 +248,16 @@ def _read_csv(name: str, content: str) -> tuple[list[_Row], list[DatasetProblem]
         if None in record or any(record[c] is None for c in COLUMNS):
             problems.append(DatasetProblem("bad_row", location, "wrong number of fields"))
             continue
-        row_or_problem = _make_row(location, record)
-        if isinstance(row_or_problem, _Row):
-            rows.append(row_or_problem)
-        else:
-            problems.append(row_or_problem)
+        _keep(_make_row(location, record), rows, problems)
     return rows, problems
+
+
+def _keep(row_or_problem: _Row | DatasetProblem, rows: list[_Row], problems: list[DatasetProblem]) -> None:
+    """Append a checked record to the rows or, when it failed its checks, to the problems."""
+    if isinstance(row_or_problem, _Row):
+        rows.append(row_or_problem)
+    else:
+        problems.append(row_or_problem)
 
 
 def _make_row(location: str, record: dict) -> _Row | DatasetProblem:

@@ -78,6 +78,12 @@ async def _image_part(value: UploadFile | str, field: str, settings: Settings) -
         if value.filename:
             raise APIError(422, "invalid_image", f"{field}: the file is empty", field)
         return None  # an empty file input (e.g. from the docs page): no image
+    _check_image_bytes(data, field, settings)
+    return data
+
+
+def _check_image_bytes(data: bytes, field: str, settings: Settings) -> None:
+    """Reject an image larger than `max_image_bytes` with a 413."""
     if len(data) > settings.max_image_bytes:
         raise APIError(
             413,
@@ -85,7 +91,6 @@ async def _image_part(value: UploadFile | str, field: str, settings: Settings) -
             f"{field}: {len(data)} bytes exceeds the limit of {settings.max_image_bytes}",
             field,
         )
-    return data
 
 
 def _text_part(value: UploadFile | str | None, field: str, settings: Settings) -> str | None:
@@ -197,13 +202,7 @@ def _base64_image(encoded: str | None, field: str, settings: Settings) -> bytes 
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise APIError(422, "invalid_base64", f"{field}: not valid base64 ({exc})", field) from exc
-    if len(data) > settings.max_image_bytes:
-        raise APIError(
-            413,
-            "image_too_large",
-            f"{field}: {len(data)} bytes exceeds the limit of {settings.max_image_bytes}",
-            field,
-        )
+    _check_image_bytes(data, field, settings)
     return data or None
 
 

@@ -49,12 +49,18 @@ def _wait_for_status(jobs: JobStore, job_id: str, status: JobStatus, timeout: fl
         time.sleep(0.1)
 
 
+def _start_long_job(jobs: JobStore, params: Params) -> str:
+    """Queue a job too long to finish during the test and wait until the worker is running it."""
+    job_id = _queue(jobs, {**params, "epochs": 500})
+    _wait_for_status(jobs, job_id, JobStatus.RUNNING)
+    return job_id
+
+
 @pytest.mark.slow
 def test_killed_worker_fails_its_job_and_its_replacement_runs_the_queue(
     supervisor: WorkerSupervisor, jobs: JobStore, tiny_job_params: Params
 ) -> None:
-    running = _queue(jobs, {**tiny_job_params, "epochs": 500})
-    _wait_for_status(jobs, running, JobStatus.RUNNING)
+    running = _start_long_job(jobs, tiny_job_params)
     first_pid = supervisor.pid
     assert first_pid is not None
 
@@ -72,8 +78,7 @@ def test_killed_worker_fails_its_job_and_its_replacement_runs_the_queue(
 def test_stop_ends_the_child_and_puts_its_job_back_in_the_queue(
     supervisor: WorkerSupervisor, jobs: JobStore, tiny_job_params: Params
 ) -> None:
-    running = _queue(jobs, {**tiny_job_params, "epochs": 500})
-    _wait_for_status(jobs, running, JobStatus.RUNNING)
+    running = _start_long_job(jobs, tiny_job_params)
     pid = supervisor.pid
 
     supervisor.stop()
