@@ -65,6 +65,12 @@ class Ceiling:
     best: CeilingRow
     single_item_ms: float
 
+    @property
+    def best_one_caller(self) -> CeilingRow | None:
+        """The best row with a single caller: the plain in-process number, without overlapping forwards."""
+        rows = [row for row in self.rows if row.callers == 1]
+        return max(rows, key=lambda row: row.throughput) if rows else None
+
 
 @dataclass(frozen=True)
 class LoadPlan:
@@ -274,6 +280,14 @@ def render(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None, header
         f"- ceiling: {best.throughput:.1f} items/s at batch {best.batch_size}, {best.callers} caller(s) with "
         f"{best.threads} torch thread(s) each; single-item latency (median) {ceiling.single_item_ms:.1f} ms"
     )
+    one = ceiling.best_one_caller
+    if one is not None and one is not best:
+        at32 = next((lvl for lvl in service.levels if lvl["concurrency"] == 32), None)
+        lines.append(
+            f"- ceiling with one caller only: {one.throughput:.1f} items/s at batch {one.batch_size} with "
+            f"{one.threads} torch thread(s)"
+            + (f"; service at 32 clients ÷ that: {at32['throughput'] / one.throughput:.2f}" if at32 else "")
+        )
     single = next((lvl for lvl in service.levels if lvl["concurrency"] == 1), None)
     if single is not None:
         lines.append(
