@@ -99,6 +99,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
         decode_threads=settings.decode_threads,
+        inference_threads=settings.inference_threads,
         on_batch=app.state.metrics.observe_batch,
     )
     app.state.model_store = store

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
     max_queue: int = Field(default=256, ge=1)
     decode_threads: int = Field(default=2, ge=1, le=64)
+    # Forward passes that may run at once; >1 overlaps batches (pair it with FUSION_TORCH_THREADS=1 on CPU).
+    inference_threads: int = Field(default=1, ge=1, le=64)
     torch_threads: int | None = Field(
         default=None, ge=1, le=1024, description="None = chosen from the CPU count"
     )

@@ -1,4 +1,4 @@
-"""MicroBatcher: decode in a small thread pool, then one forward per batch on a dedicated inference thread."""
+"""MicroBatcher: decode in a small thread pool, then one forward per batch on dedicated inference threads."""
 
 from __future__ import annotations
 
@@ -77,9 +77,10 @@ def _settle(future: asyncio.Future[ServedPrediction], value: Any, error: BaseExc
 class MicroBatcher:
     """Collects concurrent predictions into batches of up to ``max_batch_size`` within ``max_wait_ms``.
 
-    Images are decoded in ``decode_threads`` threads; the forward pass runs on one inference thread,
-    never on the event loop. At most ``max_queue`` requests are admitted at a time; beyond that
-    :class:`QueueFullError`. A failing batch is retried item by item so one bad input fails alone.
+    Images are decoded in ``decode_threads`` threads; forward passes run on ``inference_threads``
+    dedicated threads (one per core with one torch thread each suits small CPU models), never on the
+    event loop. At most ``max_queue`` requests are admitted at a time; beyond that :class:`QueueFullError`.
+    A failing batch is retried item by item so one bad input fails alone.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
         decode_threads: int = 2,
+        inference_threads: int = 1,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.holder = holder
@@ -99,6 +101,7 @@ class MicroBatcher:
         self.max_queue = max_queue
         self._decode: DecodeFn = decode or (lambda predictor, data: predictor.preprocess_image(data))
         self._decode_threads = decode_threads
+        self._inference_threads = inference_threads
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -106,7 +109,7 @@ class MicroBatcher:
         self._depth = 0  # admitted requests not yet answered (event-loop thread only)
         self._batch_seconds = 0.05  # moving average, for the Retry-After hint
         self._pool: ThreadPoolExecutor | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
 
     @property
@@ -115,21 +118,26 @@ class MicroBatcher:
         return self._depth
 
     def start(self) -> None:
-        """Start the decode pool and the inference thread."""
-        if self._thread is not None:
+        """Start the decode pool and the inference threads."""
+        if self._threads:
             raise RuntimeError("batcher already started")
         self._pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="decode")
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"inference-{i}", daemon=True)
+            for i in range(self._inference_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         """Finish everything admitted, then stop the threads (blocking; call from a worker thread)."""
         self._stopping = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        if self._thread is not None:
+        for _ in self._threads:  # one stop token each; a collector that meets one puts it back
             self._queue.put(_STOP)
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
         while True:  # anything that raced past the stop flag gets a clear answer instead of hanging
             try:
                 item = self._queue.get_nowait()
@@ -142,7 +150,7 @@ class MicroBatcher:
         self, image: bytes | None, text: str | None, *, explain: bool = False
     ) -> ServedPrediction:
         """Predict one (image, text) pair; either may be None when the model supports it."""
-        if self._thread is None or self._stopping:
+        if not self._threads or self._stopping:
             raise BatcherStoppedError("the server is shutting down")
         self.check_capacity(1)
         predictor = self.holder.predictor

@@ -55,6 +55,42 @@ def test_concurrent_requests_share_forward_passes(batcher: MicroBatcher, batches
     assert max(batches) <= 8
 
 
+def test_several_inference_threads_run_forwards_at_once_and_stop_cleanly(
+    holder: ModelHolder, batches: list[int]
+) -> None:
+    forwarding: set[str] = set()
+    overlapped = threading.Event()
+    lock = threading.Lock()
+    predictor = holder.predictor
+    assert predictor is not None
+    real_predict = predictor.predict_batch
+
+    def slow_predict(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            forwarding.add(threading.current_thread().name)
+            if len(forwarding) > 1:
+                overlapped.set()
+        overlapped.wait(timeout=2)  # hold this forward until another thread is in one too
+        with lock:
+            forwarding.discard(threading.current_thread().name)
+        return real_predict(*args, **kwargs)
+
+    predictor.predict_batch = slow_predict  # type: ignore[method-assign]
+    batcher = MicroBatcher(holder, max_batch_size=1, inference_threads=2, on_batch=batches.append)
+    batcher.start()
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(batcher.predict(None, f"text {i}") for i in range(6)))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert overlapped.is_set()
+    assert len(results) == 6
+    assert sum(batches) == 6
+
+
 def test_batched_results_equal_single_results(batcher: MicroBatcher, holder: ModelHolder) -> None:
     images = [make_jpeg((i * 40, 200 - i * 30, 90)) for i in range(5)]
     texts = ["good", "bad", None, "fine day", "awful"]
