@@ -23,20 +23,8 @@ from bench.processes import HOST, ManagedProcess, rss_bytes, wait_ready  # noqa:
 from bench.processes import free_port as free_port  # noqa: E402
 from model.demo_data import write_demo_dataset  # noqa: E402
 from service.runtime.model_store import ModelStore  # noqa: E402
+from tests.factories import TINY_JOB_PARAMS as TINY_JOB_PARAMS  # noqa: E402  (re-exported for the scripts)
 from tests.factories import make_jpeg, save_tiny_checkpoint  # noqa: E402
-
-TINY_JOB_PARAMS = {
-    "image_encoder": "cnn",
-    "text_encoder": "bow",
-    "fusion": "gated",
-    "pretrained": False,
-    "image_size": 32,
-    "hidden_dim": 16,
-    "embed_dim": 16,
-    "max_text_tokens": 16,
-    "batch_size": 16,
-    "patience": 0,
-}
 
 _started: list[ServiceProcess] = []
 

@@ -14,7 +14,7 @@ from model.demo_data import write_demo_dataset
 from service.app import create_app
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
-from tests.factories import save_tiny_checkpoint
+from tests.factories import TINY_JOB_PARAMS, save_tiny_checkpoint
 
 SettingsFactory = Callable[..., Settings]
 VersionFactory = Callable[..., str]
@@ -97,19 +97,7 @@ def empty_client(make_client: Callable[..., TestClient]) -> TestClient:
 @pytest.fixture
 def tiny_job_params() -> dict[str, Any]:
     """Job params that train in a few seconds on two cores: cnn + bow at 32 px, three epochs."""
-    return {
-        "image_encoder": "cnn",
-        "text_encoder": "bow",
-        "fusion": "gated",
-        "pretrained": False,
-        "image_size": 32,
-        "hidden_dim": 16,
-        "embed_dim": 16,
-        "max_text_tokens": 16,
-        "epochs": 3,
-        "batch_size": 16,
-        "patience": 0,
-    }
+    return {**TINY_JOB_PARAMS, "epochs": 3}
 
 
 @pytest.fixture
