@@ -81,9 +81,11 @@ def test_worker_killed_mid_epoch_fails_its_job_while_predictions_keep_answering(
 
     os.kill(killed, signal.SIGKILL)
     answered = 0
-    while _job(client, job_id)["status"] == "running":
+    while True:  # predict at least once after the kill, then until the job is marked failed
         assert _served_version(client) == active_version
         answered += 1
+        if _job(client, job_id)["status"] != "running":
+            break
         assert answered < 2000, "the job was never marked failed"
     _wait_for(lambda: supervisor.pid not in (None, killed), what="worker restart")
 
@@ -91,7 +93,7 @@ def test_worker_killed_mid_epoch_fails_its_job_while_predictions_keep_answering(
     assert job["status"] == "failed"
     assert job["error"] == "worker process exited with signal 9 (SIGKILL)"
     assert job["model_version"] is None and job["finished_at"] is not None
-    assert answered >= 1 and _served_version(client) == active_version
+    assert _served_version(client) == active_version
     assert [v["version"] for v in client.get("/models").json()["versions"]] == [active_version]
 
 
