@@ -111,7 +111,7 @@ class ModelConfig(_JsonConfig):
     fusion: str = "gated"
     labels: tuple[str, ...] = ()
     hidden_dim: int = 256
-    dropout: float = 0.2
+    dropout: float = 0.5
     # Probability, per modality, of hiding it from the head during training (teaches missing-modality use).
     modality_dropout: float = 0.1
     # True loads the packaged ImageNet / sentence-transformers weights (efficientnet_lite0, minilm only).
@@ -171,24 +171,24 @@ class ModelConfig(_JsonConfig):
 class TrainConfig(_JsonConfig):
     """Hyper-parameters of one training run."""
 
-    epochs: int = 15
+    epochs: int = 30
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     # Learning rate for fine-tuned pretrained encoder weights (finetune "last" or "all").
     encoder_lr: float = 2e-5
     weight_decay: float = 1e-2
     warmup_ratio: float = 0.05
     schedule: str = "cosine"
     grad_clip: float = 1.0  # 0 disables clipping
-    patience: int = 5  # epochs without improvement before stopping early; 0 disables
-    class_weighted: bool = True
+    patience: int = 8  # epochs without improvement before stopping early; 0 disables
+    class_weighted: bool = False
     augment: bool = False
     seed: int = 0
     finetune: str = "none"
     device: str = "auto"
     num_workers: int = 0
     kfold: int = 0  # 0 = single train/val split, >= 2 = k-fold cross-validation
-    metric: str = "macro_f1"
+    metric: str = "accuracy"
     val_fraction: float = 0.15  # used when no validation set is given
 
     def _validate(self) -> None:

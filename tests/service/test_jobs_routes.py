@@ -111,7 +111,7 @@ def test_if_better_refuses_a_worse_model(
     perfect = save_checkpoint(
         store.new_version_path(),
         build_tiny_model(labels=("match", "mismatch")),
-        metrics={"fusion": {"macro_f1": 1.0}},
+        metrics={"fusion": {"accuracy": 1.0, "macro_f1": 1.0}},
         dataset_fingerprint="perfect",
     ).name
     assert client.post(f"/models/{perfect}/activate", headers=AUTH).status_code == 200
