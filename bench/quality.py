@@ -22,6 +22,8 @@ from model.datasets import load_dataset
 from model.features import FeatureCache
 from model.training import MODES, train
 
+SCORES = ("accuracy", "weighted_f1", "macro_f1")
+
 
 def _parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
     """`--set m.fusion=concat --set epochs=20`: `m.` keys go to ModelConfig, the others to TrainConfig."""
@@ -33,15 +35,28 @@ def _parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
     return model_kw, train_kw
 
 
+def metrics_table(metrics: dict) -> str:
+    """Markdown table of accuracy / weighted F1 / macro F1 for fusion and the two masked-modality rows."""
+    lines = ["| input | accuracy | weighted F1 | macro F1 |", "|---|---|---|---|"]
+    for mode in MODES:
+        report = metrics.get(mode)
+        if report is not None:
+            scores = " | ".join(f"{report[key]:.4f}" for key in SCORES)
+            lines.append(f"| {mode.replace('_', '-')} | {scores} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Run the default recipe once and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--cache-dir", type=Path, help="reuse a feature cache (default: cold, temporary)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    parser.add_argument("--json", type=Path, help="also write the dev metrics here (for quality_service.py)")
     args = parser.parse_args()
     model_kw, train_kw = _parse_overrides(args.set)
 
+    warm = args.cache_dir is not None and args.cache_dir.is_dir() and any(args.cache_dir.iterdir())
     started = time.monotonic()
     train_set = load_dataset(args.data_dir, split="train", skip_invalid=True)
     dev_set = load_dataset(args.data_dir, split="dev", labels=train_set.labels, skip_invalid=True)
@@ -63,18 +78,12 @@ def main() -> None:
     settings = f"model={model_kw or 'default'} train={train_kw or 'default'}"
     print(f"settings: {settings} best_epoch={result.best_epoch}")
     print()
-    print("| input | accuracy | weighted F1 | macro F1 |")
-    print("|---|---|---|---|")
-    for mode in MODES:
-        report = result.metrics.get(mode)
-        if report is not None:
-            name = mode.replace("_", "-")
-            scores = " | ".join(f"{report[key]:.4f}" for key in ("accuracy", "weighted_f1", "macro_f1"))
-            print(f"| {name} | {scores} |")
+    print(metrics_table(result.metrics))
     print()
-    cache_state = "warm" if args.cache_dir else "cold"
-    print(f"training wall time (loading + {cache_state} cache + training): {wall:.1f} s")
+    print(f"training wall time (loading + {'warm' if warm else 'cold'} cache + training): {wall:.1f} s")
     print(f"peak RSS: {peak_rss_gb:.2f} GB")
+    if args.json:
+        args.json.write_text(json.dumps({mode: result.metrics.get(mode) for mode in MODES}, indent=1))
 
 
 if __name__ == "__main__":
