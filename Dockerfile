@@ -35,7 +35,7 @@ COPY pyproject.toml ./
 # hadolint ignore=SC2086
 RUN mkdir model service \
     && touch README.md model/__init__.py service/__init__.py \
-    && pip install --no-cache-dir $PIP_EXTRA_ARGS . \
+    && pip install --no-cache-dir $PIP_EXTRA_ARGS ".[postgres]" \
     && pip uninstall --yes fusion-service \
     && python -c "import torch, torchvision.ops; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" \
     && rm -rf /tmp/deps/*

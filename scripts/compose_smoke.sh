@@ -43,7 +43,7 @@ fill_wheels() {
   local python
   python=$(command -v python3.11 || command -v python3)
   log "collecting wheels into ./wheels with $python -m pip download"
-  "$python" -m pip download --quiet --disable-pip-version-check -d wheels . setuptools
+  "$python" -m pip download --quiet --disable-pip-version-check -d wheels ".[postgres]" setuptools
   export PIP_EXTRA_ARGS="--no-index --find-links /wheels"
 }
 

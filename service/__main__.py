@@ -91,6 +91,18 @@ def bootstrap_demo(
     return path.name
 
 
+def _check_job_database(settings: Settings) -> None:
+    """Open the job database once before serving, so a bad FUSION_JOB_DB_URL is one line, not a traceback."""
+    from service.runtime.job_db import JobDatabaseError
+    from service.runtime.job_store import JobStore
+
+    try:
+        JobStore.from_settings(settings).close()
+    except JobDatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m service`` and the ``fusion-api`` console script."""
     args = _parser().parse_args(argv)
@@ -102,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.bootstrap_demo:
         bootstrap_demo(settings)
+    _check_job_database(settings)
 
     import uvicorn
 

@@ -125,7 +125,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
 async def _training(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     """Dataset and job stores, and (when ``start_worker``) the training worker as a child process."""
     app.state.dataset_store = DatasetStore(settings.data_dir, DatasetLimits.from_settings(settings))
-    app.state.job_store = job_store = JobStore(settings.data_dir / "jobs.sqlite3")
+    app.state.job_store = job_store = JobStore.from_settings(settings)
     supervisor = WorkerSupervisor(settings, job_store) if settings.start_worker else None
     app.state.worker_supervisor = supervisor
     if supervisor is not None:
@@ -135,3 +135,4 @@ async def _training(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     finally:
         if supervisor is not None:
             await asyncio.to_thread(supervisor.stop)
+        job_store.close()

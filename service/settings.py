@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # Storage
     model_dir: Path = Path("./var/models")
     data_dir: Path = Path("./var/data")
+    # Empty = SQLite at data_dir/jobs.sqlite3; postgresql://user:pass@host:5432/db = shared by replicas.
+    job_db_url: str | None = None
 
     # Inference
     device: Literal["auto", "cpu", "cuda"] = "auto"

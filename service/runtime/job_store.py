@@ -1,17 +1,17 @@
-"""Training-job records in SQLite (WAL), shared by the API process and the worker processes."""
+"""Training-job records in SQLite (WAL) or PostgreSQL, shared by the API processes and the workers."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from service.runtime.job_db import JobDatabase, SqliteDatabase, open_job_database
+from service.settings import Settings
 
 
 class JobStatus(StrEnum):
@@ -26,7 +26,9 @@ class JobStatus(StrEnum):
 
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
-_SCHEMA = """
+# `{real}` is the dialect's floating-point type; booleans are INTEGER 0/1 in both dialects.
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -36,9 +38,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     params TEXT NOT NULL,
     promote TEXT NOT NULL,
     skip_invalid INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
+    created_at {real} NOT NULL,
+    started_at {real},
+    finished_at {real},
     progress TEXT,
     history TEXT NOT NULL DEFAULT '[]',
     metrics TEXT,
@@ -47,10 +49,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     worker_id TEXT,
-    heartbeat_at REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq);
-"""
+    heartbeat_at {real}
+)""",
+    "CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq)",
+)
 # Columns added after the first release, added to older job databases on open.
 _ADDED_COLUMNS = {"skip_invalid": "INTEGER NOT NULL DEFAULT 0"}
 
@@ -97,7 +99,7 @@ def _loads(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
 
-def _row_to_job(row: sqlite3.Row) -> Job:
+def _row_to_job(row: Any) -> Job:
     return Job(
         id=row["id"],
         status=JobStatus(row["status"]),
@@ -122,44 +124,38 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 
 
 class JobStore:
-    """Job queue and history over one SQLite file; every call opens its own short-lived connection."""
+    """Job queue and history over one job database: a SQLite file (a path) or a `JobDatabase`."""
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self.busy_timeout_s = busy_timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            # WAL lets the API read while a worker writes progress.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+    def __init__(self, database: Path | JobDatabase, *, busy_timeout_s: float = 30.0) -> None:
+        self.database = (
+            database
+            if isinstance(database, JobDatabase)
+            else SqliteDatabase(Path(database), busy_timeout_s=busy_timeout_s)
+        )
+        # Under the write lock: the API and a worker may open a new database at the same moment.
+        with self.database.transaction() as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement.format(real=self.database.real_type))
+            present = self.database.column_names(conn, "jobs")
             for column, declaration in _ADDED_COLUMNS.items():
                 if column not in present:
                     conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # Short-lived connections keep the store safe to use from any thread or process.
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            yield conn
-        finally:
-            conn.close()
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobStore:
+        """The store FUSION_JOB_DB_URL names: PostgreSQL for a postgresql:// URL, else SQLite in data_dir."""
+        return cls(open_job_database(settings.job_db_url, settings.data_dir / "jobs.sqlite3"))
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front, so read-then-update sequences are atomic.
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    @property
+    def path(self) -> Path:
+        """The SQLite file behind this store (a PostgreSQL-backed store has none: TypeError)."""
+        if not isinstance(self.database, SqliteDatabase):
+            raise TypeError("this job store is not backed by a SQLite file")
+        return self.database.path
+
+    def close(self) -> None:
+        """Release the connections the store holds (PostgreSQL's pool, SQLite's idle connection)."""
+        self.database.close()
 
     def create(
         self,
@@ -172,8 +168,8 @@ class JobStore:
     ) -> Job:
         """Queue a new job and return it; `skip_invalid` drops invalid dataset rows instead of failing."""
         job_id = uuid.uuid4().hex
-        with self._transaction() as conn:
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+        with self.database.transaction() as conn:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM jobs").fetchone()["seq"]
             conn.execute(
                 "INSERT INTO jobs (id, seq, status, dataset, validation, params, promote, skip_invalid,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -195,7 +191,7 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _row_to_job(row)
 
@@ -207,38 +203,38 @@ class JobStore:
             query += " WHERE status = ?"
             args = (status.value,)
         query += " ORDER BY seq DESC LIMIT ? OFFSET ?"
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(query, (*args, limit, offset)).fetchall()
         return [_row_to_job(row) for row in rows]
 
     def count_by_status(self) -> dict[str, int]:
         """Number of jobs in each status (every status present, zeros included)."""
         counts = {status.value: 0 for status in JobStatus}
-        with self._connect() as conn:
-            for status, count in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
-                counts[status] = count
+        with self.database.connect() as conn:
+            for row in conn.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall():
+                counts[row["status"]] = int(row["n"])
         return counts
 
     def queue_position(self, job_id: str) -> int | None:
         """1-based position of a queued job in the queue, None when it is not queued."""
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute(
                 "SELECT (SELECT COUNT(*) FROM jobs AS o WHERE o.status = 'queued' AND o.seq <= j.seq)"
-                " FROM jobs AS j WHERE j.id = ? AND j.status = 'queued'",
+                " AS position FROM jobs AS j WHERE j.id = ? AND j.status = 'queued'",
                 (job_id,),
             ).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else int(row["position"])
 
     def datasets_in_use(self) -> set[str]:
         """Names of the datasets read by queued or running jobs."""
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running')").fetchall()
         return {name for row in rows for name in _row_to_job(row).dataset_names}
 
     def claim_next(self, worker_id: str) -> Job | None:
         """Atomically move the oldest queued job to running for this worker; None when the queue is empty."""
         now = time.time()
-        with self._transaction() as conn:
+        with self.database.transaction() as conn:
             row = conn.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
             if row is None:
                 return None
@@ -253,7 +249,7 @@ class JobStore:
         self, job_id: str, progress: dict[str, Any], history: list[dict[str, Any]] | None = None
     ) -> None:
         """Record a progress snapshot (and the epoch history so far) of a running job; beats its heartbeat."""
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             if history is None:
                 conn.execute(
                     "UPDATE jobs SET progress = ?, heartbeat_at = ? WHERE id = ? AND status = 'running'",
@@ -268,21 +264,21 @@ class JobStore:
 
     def heartbeat(self, job_id: str) -> None:
         """Mark a running job's worker as alive now."""
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             conn.execute(
                 "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'", (time.time(), job_id)
             )
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel this job."""
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return row is not None and bool(row[0])
+        return row is not None and bool(row["cancel_requested"])
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once, flag a running one for its worker; finished jobs stay as they are."""
         now = time.time()
-        with self._transaction() as conn:
+        with self.database.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = ?"
                 " WHERE id = ? AND status = 'queued'",
@@ -295,7 +291,7 @@ class JobStore:
 
     def _finish(self, job_id: str, status: JobStatus, **columns: Any) -> bool:
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             cursor = conn.execute(
                 f"UPDATE jobs SET status = ?, finished_at = ?{', ' if columns else ''}{assignments}"
                 " WHERE id = ? AND status = 'running'",
@@ -334,7 +330,7 @@ class JobStore:
 
     def requeue(self, job_id: str) -> bool:
         """Put a running job back at its place in the queue (its worker is shutting down)."""
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET status = 'queued', worker_id = NULL, started_at = NULL, heartbeat_at = NULL,"
                 " progress = NULL, history = '[]' WHERE id = ? AND status = 'running'",
@@ -344,19 +340,16 @@ class JobStore:
 
     def running_jobs(self) -> list[Job]:
         """Jobs currently marked running, oldest first."""
-        with self._connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY seq").fetchall()
         return [_row_to_job(row) for row in rows]
 
     def fail_worker_jobs(self, worker_id: str, reason: str) -> list[str]:
         """Mark the running jobs of a dead worker failed with the reason; returns their ids."""
-        with self._transaction() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(
-                "SELECT id FROM jobs WHERE status = 'running' AND worker_id = ?", (worker_id,)
-            ).fetchall()
-            conn.execute(
                 "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?"
-                " WHERE status = 'running' AND worker_id = ?",
+                " WHERE status = 'running' AND worker_id = ? RETURNING id",
                 (reason, time.time(), worker_id),
-            )
+            ).fetchall()
         return [row["id"] for row in rows]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from service.app import create_app
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
 from tests.factories import TINY_JOB_PARAMS, save_tiny_checkpoint
+from tests.pg_cluster import PostgresUnavailable, throwaway_cluster
 
 SettingsFactory = Callable[..., Settings]
 VersionFactory = Callable[..., str]
@@ -119,3 +122,29 @@ def single_cpu() -> Iterator[None]:
     os.sched_setaffinity(0, {min(before)})
     yield
     os.sched_setaffinity(0, before)
+
+
+# ---- job database on PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a throwaway PostgreSQL cluster shared by the session; skips when none can be started."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'fusion-service[postgres]')")
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(throwaway_cluster())
+        except PostgresUnavailable as exc:
+            pytest.skip(f"no PostgreSQL server for the tests: {exc}")
+        yield url
+
+
+@pytest.fixture
+def postgres_job_db_url(postgres_url: str) -> str:
+    """A FUSION_JOB_DB_URL whose tables land in a fresh, empty schema of the session's cluster."""
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{postgres_url}?options=-csearch_path%3D{schema}"

@@ -1,19 +1,40 @@
-"""JobStore: the SQLite queue, claims, progress, cancellation, dead workers, restarts."""
+"""JobStore on SQLite and on PostgreSQL: the queue, claims, progress, cancellation, dead workers, restarts."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from service.runtime.job_db import JobDatabaseError, PostgresDatabase, SqliteDatabase, open_job_database
 from service.runtime.job_store import JobStatus, JobStore
+from tests.service.conftest import SettingsFactory
+
+StoreOpener = Callable[[], JobStore]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOpener]:
+    """Opens stores (as separate processes or replicas would) on one fresh job database of each backend."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_job_db_url")
+    opened: list[JobStore] = []
+
+    def open_store() -> JobStore:
+        opened.append(JobStore(open_job_database(url, tmp_path / "jobs.sqlite3")))
+        return opened[-1]
+
+    yield open_store
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
+def store(open_store: StoreOpener) -> JobStore:
+    return open_store()
 
 
 def test_new_job_is_queued_with_its_request(store: JobStore) -> None:
@@ -67,9 +88,23 @@ def test_fraction_validation_round_trips_as_a_number(store: JobStore) -> None:
     assert store.create("demo", validation=0.25).validation == 0.25
 
 
-def test_database_uses_wal(store: JobStore) -> None:
+def test_sqlite_database_uses_wal(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_writes_leave_the_wal_for_the_next_checkpoint(tmp_path: Path) -> None:
+    # Without the store's idle connection each write's connection would be the last to close, and SQLite
+    # would checkpoint (fsync, remove the WAL) every time.
+    store = JobStore(tmp_path / "jobs.sqlite3")
+
+    store.create("a")
+
+    assert (tmp_path / "jobs.sqlite3-wal").stat().st_size > 0
+    store.close()
+    assert not (tmp_path / "jobs.sqlite3-wal").exists()
 
 
 def test_claims_follow_queue_order_one_job_each(store: JobStore) -> None:
@@ -83,23 +118,49 @@ def test_claims_follow_queue_order_one_job_each(store: JobStore) -> None:
     assert store.claim_next("w3") is None
 
 
-def test_concurrent_claims_never_share_a_job(store: JobStore) -> None:
-    ids = {store.create(f"d{i}").id for i in range(6)}
-    claimed: list[str] = []
-    lock = threading.Lock()
-
-    def worker(n: int) -> None:
-        while (job := store.claim_next(f"w{n}")) is not None:
-            with lock:
-                claimed.append(job.id)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+def _in_threads(target: Callable[[int], None], n: int) -> None:
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
+
+def test_concurrent_claims_never_share_a_job(store: JobStore, open_store: StoreOpener) -> None:
+    ids = {store.create(f"d{i}").id for i in range(12)}
+    claimed: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        own_store = open_store()  # one connection (pool) per worker, as separate processes would have
+        while (job := own_store.claim_next(f"w{n}")) is not None:
+            with lock:
+                claimed.setdefault(job.id, []).append(f"w{n}")
+
+    _in_threads(worker, 4)
+
     assert sorted(claimed) == sorted(ids)
+    assert all(len(claimers) == 1 for claimers in claimed.values())
+    assert {job_id: store.get(job_id).worker_id for job_id in ids} == {  # type: ignore[union-attr]
+        job_id: claimers[0] for job_id, claimers in claimed.items()
+    }
+
+
+def test_concurrent_creates_take_distinct_queue_places(store: JobStore, open_store: StoreOpener) -> None:
+    created: list[str] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        own_store = open_store()
+        for i in range(5):
+            job = own_store.create(f"c{n}-{i}")
+            with lock:
+                created.append(job.id)
+
+    _in_threads(client, 4)
+
+    positions = sorted(store.queue_position(job_id) or 0 for job_id in created)
+    assert positions == list(range(1, len(created) + 1))
 
 
 def test_queue_position_counts_from_the_oldest(store: JobStore) -> None:
@@ -209,11 +270,59 @@ def test_counts_and_datasets_in_use(store: JobStore) -> None:
     assert [job.dataset for job in store.list_jobs(JobStatus.QUEUED)] == ["b", "a"]
 
 
-def test_records_survive_reopening_the_file(store: JobStore) -> None:
+def test_records_survive_reopening_the_database(store: JobStore, open_store: StoreOpener) -> None:
     job = store.create("a", params={"seed": 3})
     store.claim_next("w")
 
-    reopened = JobStore(store.path)
+    reopened = open_store()
 
     again = reopened.get(job.id)
     assert again is not None and again.status is JobStatus.RUNNING and again.params == {"seed": 3}
+
+
+def test_settings_without_a_url_keep_jobs_in_the_data_dir(make_settings: SettingsFactory) -> None:
+    settings = make_settings(job_db_url="")
+
+    store = JobStore.from_settings(settings)
+
+    assert isinstance(store.database, SqliteDatabase)
+    assert store.path == settings.data_dir / "jobs.sqlite3" and store.path.is_file()
+
+
+def test_settings_with_a_postgres_url_share_one_database(
+    make_settings: SettingsFactory, postgres_job_db_url: str
+) -> None:
+    api = JobStore.from_settings(make_settings(job_db_url=postgres_job_db_url))
+    worker = JobStore.from_settings(make_settings(job_db_url=postgres_job_db_url))
+    try:
+        job = api.create("demo")
+
+        assert isinstance(api.database, PostgresDatabase)
+        claimed = worker.claim_next("w")
+        assert claimed is not None and claimed.id == job.id
+        assert not (make_settings().data_dir / "jobs.sqlite3").exists()
+    finally:
+        api.close()
+        worker.close()
+
+
+def test_unreachable_postgres_fails_in_one_line_naming_the_setting_without_the_password(
+    make_settings: SettingsFactory,
+) -> None:
+    pytest.importorskip("psycopg")
+    with socket.socket() as closed:  # bound, never listening: connections are refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        settings = make_settings(job_db_url=f"postgresql://fusion:s3cret@127.0.0.1:{port}/jobs")
+
+        with pytest.raises(JobDatabaseError) as raised:
+            JobStore.from_settings(settings)
+
+    message = str(raised.value)
+    assert "FUSION_JOB_DB_URL=postgresql://fusion:***@127.0.0.1" in message
+    assert "s3cret" not in message and "\n" not in message
+
+
+def test_a_url_that_is_not_postgres_is_rejected(make_settings: SettingsFactory) -> None:
+    with pytest.raises(JobDatabaseError, match="FUSION_JOB_DB_URL=mysql://u:\\*\\*\\*@db/jobs is not"):
+        JobStore.from_settings(make_settings(job_db_url="mysql://u:pw@db/jobs"))

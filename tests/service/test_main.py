@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +49,23 @@ def test_invalid_setting_exits_with_a_message(
         main(["--port", "8123"])
     assert exit_info.value.code == 2
     assert "max_batch_size" in capsys.readouterr().err
+
+
+def test_unreachable_job_database_exits_with_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FUSION_JOB_DB_URL", f"postgresql://fusion:s3cret@127.0.0.1:{_closed_port()}/fusion")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--port", "8123"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "FUSION_JOB_DB_URL" in err and "s3cret" not in err
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

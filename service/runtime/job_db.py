@@ -1,0 +1,220 @@
+"""The database under JobStore: a SQLite file (default) or a PostgreSQL server behind one small interface."""
+
+from __future__ import annotations
+
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import DictRow
+    from psycopg_pool import ConnectionPool
+
+URL_SETTING = "FUSION_JOB_DB_URL"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+# Any fixed number: every JobStore on one PostgreSQL database takes the same transaction-level lock.
+_WRITE_LOCK_KEY = 0x6A6F6273
+
+
+class JobDatabaseError(RuntimeError):
+    """The job database cannot be used (bad URL, unreachable server); the message is one line."""
+
+
+class Cursor(Protocol):
+    """The result of one statement: rows readable by column name, and the number of rows it changed."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the statement."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        ...
+
+
+class Connection(Protocol):
+    """Runs SQL written with ``?`` placeholders; outside ``transaction()`` every statement commits alone."""
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> Cursor:
+        """Run one statement."""
+        ...
+
+
+class JobDatabase(ABC):
+    """Short-lived connections and write transactions on one job database, plus its few dialect words."""
+
+    #: Column type of floating-point columns (timestamps).
+    real_type: str
+
+    @abstractmethod
+    def connect(self) -> AbstractContextManager[Connection]:
+        """A connection in autocommit mode, safe to use from any thread or process."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A connection in a transaction that holds the database-wide write lock (one writer at a time)."""
+
+    @abstractmethod
+    def column_names(self, conn: Connection, table: str) -> set[str]:
+        """Names of the columns of a table."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connections this object holds; the database stays usable by others."""
+
+
+class SqliteDatabase(JobDatabase):
+    """One SQLite file in WAL mode; every call opens its own short-lived connection."""
+
+    real_type = "REAL"
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets the API read while a worker writes progress. This idle connection stays open because
+        # SQLite checkpoints (and fsyncs) whenever the last connection closes: 10+ ms on every write.
+        self._keeper = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
+        self._keeper.execute("PRAGMA journal_mode=WAL").fetchall()
+        self._keeper.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()  # a read opens the WAL
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A fresh connection (connections cost microseconds here, and are never shared between threads)."""
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: takes the write lock up front, so read-then-update sequences are atomic."""
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def column_names(self, conn: Connection, table: str) -> set[str]:
+        """Columns from ``PRAGMA table_info``."""
+        return {row["name"] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+
+    def close(self) -> None:
+        """Close the idle connection that spares each write a checkpoint."""
+        self._keeper.close()
+
+
+class _PostgresConnection:
+    """A psycopg connection that accepts the ``?`` placeholders the job SQL is written with."""
+
+    def __init__(self, conn: psycopg.Connection[DictRow]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> Cursor:
+        """Run one statement; the job SQL holds no literal ``?`` or ``%``, so the swap is exact."""
+        return self._conn.execute(sql.replace("?", "%s"), args)
+
+
+class PostgresDatabase(JobDatabase):
+    """A PostgreSQL database shared by API replicas and workers on any host, through a small pool."""
+
+    real_type = "DOUBLE PRECISION"
+
+    def __init__(self, url: str, *, max_connections: int = 8, connect_timeout_s: float = 10.0) -> None:
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            raise JobDatabaseError(
+                f"{URL_SETTING} names PostgreSQL but {exc.name} is not installed"
+                " (pip install 'fusion-service[postgres]')"
+            ) from None
+        self.url = url
+        # One direct connection first: the pool would only report a timeout, not why the server refused.
+        try:
+            psycopg.connect(url, connect_timeout=max(1, round(connect_timeout_s))).close()
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise JobDatabaseError(
+                f"cannot connect to {URL_SETTING}={mask_password(url)}: {reason}"
+            ) from None
+        self._pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            # A connection broken by a server restart is replaced instead of failing the next call.
+            check=ConnectionPool.check_connection,
+            timeout=connect_timeout_s,
+            name="job-db",
+            open=True,
+        )
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A pooled connection, autocommit."""
+        with self._pool.connection() as conn:
+            yield _PostgresConnection(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction holding an advisory lock that every job-store transaction takes first."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK_KEY,))
+            yield _PostgresConnection(conn)
+
+    def column_names(self, conn: Connection, table: str) -> set[str]:
+        """Columns from ``information_schema`` (of the schema first on the search path)."""
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        ).fetchall()
+        return {row["column_name"] for row in rows}
+
+    def close(self) -> None:
+        """Close the pool's connections (and its threads)."""
+        self._pool.close()
+
+
+def mask_password(url: str) -> str:
+    """The URL with its password replaced by ``***``, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = [
+        (key, "***" if key == "password" else value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def open_job_database(url: str | None, sqlite_path: Path) -> JobDatabase:
+    """PostgreSQL for a ``postgresql://`` URL; the SQLite file at ``sqlite_path`` when the URL is empty."""
+    if not url or not url.strip():
+        return SqliteDatabase(sqlite_path)
+    scheme = urlsplit(url.strip()).scheme.lower()
+    if scheme not in POSTGRES_SCHEMES:
+        raise JobDatabaseError(
+            f"{URL_SETTING}={mask_password(url)} is not a postgresql:// URL (leave it empty for SQLite)"
+        )
+    return PostgresDatabase(url.strip())

@@ -1,0 +1,114 @@
+"""A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free 127.0.0.1 port, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# Accounts that may run the server when we are root (initdb and postgres refuse to run as root).
+_SERVER_ACCOUNTS = ("postgres", "nobody")
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL server can be started here; the message says why."""
+
+
+def find_pg_bin() -> Path | None:
+    """The directory with initdb and pg_ctl: $FUSION_TEST_PG_BIN, the PATH, or Debian's newest version."""
+    candidates = [os.environ.get("FUSION_TEST_PG_BIN", "")]
+    on_path = shutil.which("pg_ctl")
+    candidates.append(str(Path(on_path).parent) if on_path else "")
+    candidates += sorted(
+        (str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
+            return Path(candidate)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _run(what: str, command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise PostgresUnavailable(f"{what} failed: {detail[-1] if detail else f'exit {result.returncode}'}")
+
+
+def _server_account() -> tuple[list[str], pwd.struct_passwd | None]:
+    """The command prefix that runs the server binaries, and the account they run as (None: ourselves)."""
+    if os.geteuid() != 0:
+        return [], None
+    runuser = shutil.which("runuser")
+    for name in _SERVER_ACCOUNTS:
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        if runuser:
+            return [runuser, "-u", name, "--"], account
+    raise PostgresUnavailable("running as root and no runuser + postgres/nobody account to run the server as")
+
+
+@contextmanager
+def throwaway_cluster(*, durable: bool = False) -> Iterator[str]:
+    """Start a cluster in a temporary directory and yield its URL (superuser ``fusion``, trust auth).
+
+    ``durable=False`` turns fsync off, which makes tests faster; benchmarks pass True to measure commits
+    as a production server makes them.
+    """
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        raise PostgresUnavailable(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; set FUSION_TEST_PG_BIN"
+        )
+    prefix, account = _server_account()
+    root = Path(tempfile.mkdtemp(prefix="fusion-pg-"))
+    try:
+        if account is not None:
+            os.chown(root, account.pw_uid, account.pw_gid)
+        data = root / "data"
+        initdb = [
+            str(bin_dir / "initdb"),
+            "-U",
+            "fusion",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]
+        _run("initdb", [*prefix, *initdb, "-D", str(data)])
+        port = _free_port()
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync={'on' if durable else 'off'}"
+        pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)]
+        _run(
+            "pg_ctl start",
+            [*pg_ctl, "-l", str(root / "server.log"), "-w", "-t", "30", "-o", options, "start"],
+        )
+        try:
+            yield f"postgresql://fusion@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run(
+                [*pg_ctl, "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                check=False,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
