@@ -365,7 +365,14 @@ def _setups(text: str) -> list[tuple[int, int]]:
     return [(int(callers), int(threads)) for callers, threads in pairs]
 
 
-SERVICE_KNOBS = ("max_batch_size", "max_wait_ms", "max_queue", "decode_threads", "torch_threads")
+SERVICE_KNOBS = (
+    "max_batch_size",
+    "max_wait_ms",
+    "max_queue",
+    "decode_threads",
+    "inference_threads",
+    "torch_threads",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -383,7 +390,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, help="measured seconds per load level (default 20)")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds before each level (default 3)")
     parser.add_argument("--concurrency", type=_ints, help="client counts (default 1,8,32,64)")
-    parser.add_argument("--batch-sizes", type=_ints, help="ceiling batch sizes (default 1,8,16,32,64)")
+    parser.add_argument("--batch-sizes", type=_ints, help="ceiling batch sizes (default 1,4,8,16,32,64)")
     parser.add_argument(
         "--ceiling-setups",
         type=_setups,
@@ -406,7 +413,7 @@ def _fill_defaults(args: argparse.Namespace, cpus: int, device: str) -> None:
         ("duration", 20.0, 2.0),
         ("warmup", 3.0, 0.5),
         ("concurrency", [1, 8, 32, 64], [1, 8, 32, 64]),
-        ("batch_sizes", [1, 8, 16, 32, 64], [1, 8]),
+        ("batch_sizes", [1, 4, 8, 16, 32, 64], [1, 4]),
         ("ceiling_seconds", 8.0, 1.0),
         ("requests_for_rss", 20_000, 300),
     ):
@@ -515,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model += f"{config.image_size} px; " + (
         UNTRAINED_NOTE if args.checkpoint is None else str(args.checkpoint)
     )
+    serving = settings.inference_plan(device)
     header = [
         f"## Serving benchmark ({'quick smoke run' if args.quick else 'full run'})",
         "",
@@ -524,9 +532,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"- data: {len(samples)} photos + captions from {args.data}",
         f"- load: {args.duration:g} s measured after {args.warmup:g} s warm-up per level; closed loop, "
         "httpx in a separate process, keep-alive, multipart `image` + `text`",
-        f"- service settings: max_batch_size={settings.max_batch_size}, "
+        f"- service settings: max_batch_size={serving.max_batch_size}, "
         f"max_wait_ms={settings.max_wait_ms:g}, max_queue={settings.max_queue}, "
-        f"decode_threads={settings.decode_threads}, torch threads={settings.resolved_torch_threads}",
+        f"decode_threads={settings.decode_threads}, inference threads={serving.inference_threads}, "
+        f"torch threads={serving.torch_threads}",
     ]
     print(render(ceiling, service, naive, header))
     if args.json is not None:

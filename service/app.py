@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import torch
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -85,8 +86,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     """Model store, holder, micro-batcher, initial model load and the active-pointer watcher."""
-    # Intra-op threads for the forward pass, leaving room for the decode pool (see Settings).
-    configure_cpu_threads(settings.resolved_torch_threads)
+    gpu = settings.device != "cpu" and torch.cuda.is_available()
+    plan = settings.inference_plan("cuda" if gpu else "cpu")
+    log.info(
+        "inference: %d thread(s) x %d torch thread(s), batches of up to %d",
+        plan.inference_threads,
+        plan.torch_threads,
+        plan.max_batch_size,
+    )
+    configure_cpu_threads(plan.torch_threads)
     store = ModelStore(settings.model_dir)
     holder = ModelHolder()
     loader = ModelLoader(
@@ -95,11 +103,11 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     batcher = MicroBatcher(
         holder,
         decode=ImagePolicy(settings.allowed_image_types),
-        max_batch_size=settings.max_batch_size,
+        max_batch_size=plan.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
         decode_threads=settings.decode_threads,
-        inference_threads=settings.inference_threads,
+        inference_threads=plan.inference_threads,
         on_batch=app.state.metrics.observe_batch,
     )
     app.state.model_store = store

@@ -1,4 +1,8 @@
-"""``Annotated`` dependency aliases: routes receive the runtime pieces the lifespan put on ``app.state``."""
+"""``Annotated`` dependency aliases: routes receive the runtime pieces the lifespan put on ``app.state``.
+
+The getters are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool,
+which would cost every request several thread hops for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -16,49 +20,49 @@ from service.runtime.model_store import ModelStore
 from service.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_model_store(request: Request) -> ModelStore:
+async def get_model_store(request: Request) -> ModelStore:
     """The on-disk model store (versions + active pointer)."""
     store: ModelStore = request.app.state.model_store
     return store
 
 
-def get_model_holder(request: Request) -> ModelHolder:
+async def get_model_holder(request: Request) -> ModelHolder:
     """The holder of the predictor currently serving."""
     holder: ModelHolder = request.app.state.model_holder
     return holder
 
 
-def get_model_loader(request: Request) -> ModelLoader:
+async def get_model_loader(request: Request) -> ModelLoader:
     """The component that loads, warms up and swaps model versions."""
     loader: ModelLoader = request.app.state.model_loader
     return loader
 
 
-def get_batcher(request: Request) -> MicroBatcher:
+async def get_batcher(request: Request) -> MicroBatcher:
     """The micro-batcher every prediction goes through."""
     batcher: MicroBatcher = request.app.state.batcher
     return batcher
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     """The app's Prometheus metrics."""
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics
 
 
-def get_dataset_store(request: Request) -> DatasetStore:
+async def get_dataset_store(request: Request) -> DatasetStore:
     """The datasets under the data directory."""
     store: DatasetStore = request.app.state.dataset_store
     return store
 
 
-def get_job_store(request: Request) -> JobStore:
+async def get_job_store(request: Request) -> JobStore:
     """The training-job records (SQLite)."""
     store: JobStore = request.app.state.job_store
     return store

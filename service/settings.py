@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -39,14 +40,17 @@ class Settings(BaseSettings):
 
     # Inference
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    # None = chosen for the device the model loads on: see `inference_plan` (and docs/PERFORMANCE.md).
+    max_batch_size: int | None = Field(default=None, ge=1, le=4096, description="None = 32 on GPU, 4 on CPU")
     max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
     max_queue: int = Field(default=256, ge=1)
     decode_threads: int = Field(default=2, ge=1, le=64)
-    # Forward passes that may run at once; >1 overlaps batches (pair it with FUSION_TORCH_THREADS=1 on CPU).
-    inference_threads: int = Field(default=1, ge=1, le=64)
+    # Forward passes that may run at once; >1 overlaps batches, each with torch_threads intra-op threads.
+    inference_threads: int | None = Field(
+        default=None, ge=1, le=64, description="None = 1 on GPU; on CPU one per core, at most 4"
+    )
     torch_threads: int | None = Field(
-        default=None, ge=1, le=1024, description="None = chosen from the CPU count"
+        default=None, ge=1, le=1024, description="None = the cores shared out among the inference threads"
     )
     compile: bool = Field(default=False, description="torch.compile the model on GPU")
     model_poll_interval_s: float = Field(default=2.0, gt=0.0)
@@ -116,10 +120,24 @@ class Settings(BaseSettings):
             raise ValueError("max_dataset_uncompressed_bytes must be >= max_dataset_zip_bytes")
         return self
 
-    @property
-    def resolved_torch_threads(self) -> int:
-        """Intra-op threads for the forward pass; leaves a core to the decode pool and the event loop."""
-        if self.torch_threads is not None:
-            return self.torch_threads
+    def inference_plan(self, device_type: str) -> InferencePlan:
+        """Batch size and threads for serving on ``device_type`` (``cpu`` or ``cuda``); set values win.
+
+        Measured on this model (docs/PERFORMANCE.md): on CPU, per-item cost rises with the batch size and
+        forwards on one core each outrun one forward on all cores, so small batches on one inference
+        thread per core; on a GPU, large batches from one thread, the cores left to decoding.
+        """
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(1, cpus - 1)
+        gpu = device_type == "cuda"
+        threads = self.inference_threads or (1 if gpu else min(cpus, 4))
+        torch_threads = self.torch_threads or (max(1, cpus - 1) if gpu else max(1, cpus // threads))
+        return InferencePlan(self.max_batch_size or (32 if gpu else 4), threads, torch_threads)
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """How the micro-batcher serves: largest batch, concurrent forwards, torch intra-op threads."""
+
+    max_batch_size: int
+    inference_threads: int
+    torch_threads: int
