@@ -2,6 +2,11 @@
 
 Bad input (missing files, invalid datasets or checkpoints, bad options) exits with status 2 and one line
 `error: ...` on stderr, never a traceback.
+
+`train --nproc N` (N > 1) runs itself again under `python -m torch.distributed.run --standalone
+--nproc-per-node N`; started by torchrun directly (e.g. across nodes) it trains data-parallel in the
+process group torchrun describes, and only rank 0 prints and writes the checkpoint. `--progress json`
+prints each progress report as a line `{"progress": {...}}` (the fields of `model.training.Progress`).
 """
 
 from __future__ import annotations
@@ -9,15 +14,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from model.config import ModelConfig, TrainConfig
 from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, split_dataset
+
+if TYPE_CHECKING:
+    from model.training import Progress
 
 EXIT_BAD_INPUT = 2
 _Config = typing.TypeVar("_Config", ModelConfig, TrainConfig)
@@ -52,10 +61,26 @@ def _add_config_options(parser: argparse.ArgumentParser, config_type: type) -> N
             group.add_argument(flag, dest=field.name, type=hint, default=None, metavar=hint.__name__.upper())
 
 
-def _config_from_args(config_type: type[_Config], args: argparse.Namespace) -> _Config:
+def _config_from_args(
+    config_type: type[_Config], args: argparse.Namespace, base: Mapping[str, Any] | None = None
+) -> _Config:
+    """The config of `base` (plain values) with the options given on the command line replacing fields."""
     names = {f.name for f in dataclasses.fields(config_type)}
     given = {name: value for name, value in vars(args).items() if name in names and value is not None}
-    return config_type.from_dict(given)
+    return config_type.from_dict({**(base or {}), **given})
+
+
+def _config_file(path: Path | None) -> dict[str, Any]:
+    """`--config`: JSON with `model_config` and/or `train_config` (as in a checkpoint's config.json)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--config {path}: not JSON ({exc})") from exc
+    if not isinstance(data, dict) or not {"model_config", "train_config"} & data.keys():
+        raise UsageError(f"--config {path}: expected an object with model_config and/or train_config")
+    return data
 
 
 def _build_parser() -> _Parser:
@@ -69,17 +94,24 @@ def _build_parser() -> _Parser:
 
     train = commands.add_parser("train", help="train a model and save a checkpoint")
     train.add_argument("data", type=Path, help="manifest (.jsonl/.csv) or dataset folder")
+    train.add_argument("--split", help="manifest name inside the dataset folder (default: train)")
     val = train.add_mutually_exclusive_group()
     val.add_argument("--val", type=Path, help="validation manifest or folder (default: a dev/val manifest "
                      "next to the training one, else a stratified split)")  # fmt: skip
     val.add_argument("--val-fraction", type=float, help="hold out this fraction of the training data")
+    train.add_argument("--val-split", help="manifest name inside the --val folder")
     train.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation only (no checkpoint)")
     train.add_argument("--out", type=Path, help="checkpoint folder to create (default: checkpoints/<time>)")
     train.add_argument("--cache-dir", type=Path, help="feature cache of frozen encoders, reused across runs")
     train.add_argument("--skip-invalid", action="store_true", help="drop invalid rows instead of failing")
     train.add_argument(
-        "--threads", type=int, help="CPU threads for torch (default: all this process may use)"
-    )
+        "--threads", type=int, help="CPU threads for torch (default: all this process may use, shared "
+        "equally by the training processes of one machine)"
+    )  # fmt: skip
+    train.add_argument("--config", type=Path, help="JSON with model_config and/or train_config (e.g. a "
+                       "checkpoint's config.json); the options below override its fields")  # fmt: skip
+    train.add_argument("--progress", choices=("bars", "json"), default="bars",
+                       help="progress bars on a terminal, or one JSON line per report on stdout")  # fmt: skip
     _add_config_options(train, ModelConfig)
     _add_config_options(train, TrainConfig)
 
@@ -113,10 +145,16 @@ def _metrics_table(metrics: dict[str, dict | None]) -> str:
     return "\n".join(lines)
 
 
-def _validation_set(args: argparse.Namespace, train_set: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+def _validation_set(
+    args: argparse.Namespace, train_set: Dataset, config: TrainConfig
+) -> tuple[Dataset, Dataset]:
     """(train, val): --val, else a dev/val manifest beside the training one, else a stratified split."""
     if args.val is not None:
-        return train_set, load_dataset(args.val, labels=train_set.labels, skip_invalid=args.skip_invalid)
+        return train_set, load_dataset(
+            args.val, split=args.val_split, labels=train_set.labels, skip_invalid=args.skip_invalid
+        )
+    if args.val_split is not None:
+        raise UsageError("--val-split needs --val")
     folder = args.data if args.data.is_dir() else None
     if folder is not None and args.val_fraction is None:
         for split in _VAL_SPLITS:
@@ -124,56 +162,106 @@ def _validation_set(args: argparse.Namespace, train_set: Dataset, fraction: floa
                 return train_set, load_dataset(
                     folder, split=split, labels=train_set.labels, skip_invalid=args.skip_invalid
                 )
-    return split_dataset(train_set, args.val_fraction or fraction, seed=0)
+    return split_dataset(train_set, args.val_fraction or config.val_fraction, seed=config.seed)
+
+
+def _print_progress_json(progress: Progress) -> None:
+    """`--progress json`: one line per report, flushed at once for the process reading it."""
+    print(json.dumps({"progress": dataclasses.asdict(progress)}), flush=True)
+
+
+def _without_option(argv: Sequence[str], flag: str) -> list[str]:
+    """`argv` less `flag VALUE` / `flag=VALUE` (torchrun's own parser takes `--nproc` for an abbreviation)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
 
 
 def _train(args: argparse.Namespace) -> int:
+    from model.distributed import launched_by_torchrun, process_group, torchrun_command
+
+    configs = _config_file(args.config)
+    model_config = _config_from_args(ModelConfig, args, configs.get("model_config"))
+    train_config = _config_from_args(TrainConfig, args, configs.get("train_config"))
+    if args.kfold:
+        train_config = dataclasses.replace(train_config, kfold=args.kfold)
+    out = args.out or Path("checkpoints") / datetime.now().strftime("model-%Y%m%d-%H%M%S")
+    if out.exists() and not train_config.kfold:
+        raise UsageError(f"--out {out} already exists")
+    if not launched_by_torchrun():
+        if train_config.nproc > 1:
+            argv = _without_option(args.argv, "--nproc")
+            return subprocess.run(torchrun_command(train_config.nproc, argv), check=False).returncode
+        return _train_here(args, model_config, train_config, out)
+    with process_group(train_config.device) as ranks:
+        # Recorded in the checkpoint: what ran, whichever way torchrun was started.
+        train_config = dataclasses.replace(train_config, nproc=ranks.local_world_size)
+        return _train_here(args, model_config, train_config, out)
+
+
+def _train_here(
+    args: argparse.Namespace, model_config: ModelConfig, train_config: TrainConfig, out: Path
+) -> int:
+    """Train in this process, alone or as one rank of a process group; rank 0 prints and saves."""
     from model.checkpoint import save_checkpoint
     from model.device import configure_cpu_threads, resolve_device
+    from model.distributed import cpu_threads_per_process, current_ranks
     from model.features import FeatureCache
     from model.progress import ProgressBars
     from model.training import cross_validate, train
 
-    model_config = _config_from_args(ModelConfig, args)
-    train_config = _config_from_args(TrainConfig, args)
-    if args.kfold:
-        train_config = dataclasses.replace(train_config, kfold=args.kfold)
+    ranks = current_ranks()
     if resolve_device(train_config.device).type == "cpu":
-        configure_cpu_threads(args.threads)
-    out = args.out or Path("checkpoints") / datetime.now().strftime("model-%Y%m%d-%H%M%S")
-    if out.exists() and not train_config.kfold:
-        raise UsageError(f"--out {out} already exists")
-    dataset = load_dataset(args.data, skip_invalid=args.skip_invalid)
-    if dataset.skipped:
+        configure_cpu_threads(args.threads or (cpu_threads_per_process(ranks) if ranks.distributed else None))
+    report: Callable[[str], None] = print if ranks.is_main else (lambda line: None)
+    dataset = load_dataset(args.data, split=args.split, skip_invalid=args.skip_invalid)
+    if dataset.skipped and ranks.is_main:
         print(f"skipped {dataset.skipped} invalid rows: {dataset.skipped_kinds}", file=sys.stderr)
     cache = FeatureCache(args.cache_dir) if args.cache_dir else FeatureCache()
     bars = ProgressBars()
+    on_progress = _print_progress_json if args.progress == "json" else bars
     try:
         if train_config.kfold:
-            summary = cross_validate(model_config, train_config, dataset, cache=cache, on_progress=bars)
+            summary = cross_validate(
+                model_config, train_config, dataset, cache=cache, on_progress=on_progress
+            )
             bars.close()
-            print(f"{train_config.kfold}-fold cross-validation, mean (std):")
+            report(f"{train_config.kfold}-fold cross-validation, mean (std):")
             for mode in ("fusion", "image_only", "text_only"):
                 mean, std = summary["mean"][mode], summary["std"][mode]
                 if mean is not None:
                     cells = "  ".join(f"{key} {mean[key]:.3f} ({std[key]:.3f})" for key in mean)
-                    print(f"{mode.replace('_', '-'):<12}{cells}")
+                    report(f"{mode.replace('_', '-'):<12}{cells}")
             return 0
-        train_set, val_set = _validation_set(args, dataset, train_config.val_fraction)
-        result = train(model_config, train_config, train_set, val_set, cache=cache, on_progress=bars)
+        train_set, val_set = _validation_set(args, dataset, train_config)
+        result = train(model_config, train_config, train_set, val_set, cache=cache, on_progress=on_progress)
     finally:
         bars.close()
+    if not ranks.is_main:
+        return 0
     save_checkpoint(
         out,
         result.model,
         metrics=result.metrics,
         dataset_fingerprint=train_set.fingerprint,
         train_config=train_config,
-        extra={"best_epoch": result.best_epoch, "history": result.history, "val_samples": len(val_set)},
+        extra={
+            "best_epoch": result.best_epoch,
+            "history": result.history,
+            "val_samples": len(val_set),
+            "world_size": ranks.world_size,
+        },
     )
     print(f"validation metrics ({len(val_set)} samples, best epoch {result.best_epoch}):")
     print(_metrics_table(result.metrics))
-    print(f"checkpoint saved to {out}")
+    print(f"checkpoint saved to {out}", flush=True)
     return 0
 
 
@@ -226,8 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0, or 2 for bad input with a one-line error)."""
     from model.checkpoint import CheckpointError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _build_parser().parse_args(argv)
+        args.argv = argv  # `train --nproc` runs the same command line again under torchrun
         return _COMMANDS[args.command](args)
     except (UsageError, DatasetError, CheckpointError, ValueError, OSError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__

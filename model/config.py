@@ -190,6 +190,9 @@ class TrainConfig(_JsonConfig):
     kfold: int = 0  # 0 = single train/val split, >= 2 = k-fold cross-validation
     metric: str = "accuracy"
     val_fraction: float = 0.15  # used when no validation set is given
+    # Training processes on this machine (data-parallel): the CLI and the worker launch them through
+    # torchrun; `train()` itself runs in whatever process group it is called in.
+    nproc: int = 1
 
     def _validate(self) -> None:
         _in_range("epochs", self.epochs, 1, 10_000)
@@ -209,6 +212,7 @@ class TrainConfig(_JsonConfig):
             raise ValueError(f"kfold: must be 0 (off) or between 2 and 20; got {self.kfold}")
         _one_of("metric", self.metric, METRICS)
         _in_range("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
+        _in_range("nproc", self.nproc, 1, 256)
 
 
 __all__ = [

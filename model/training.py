@@ -4,6 +4,11 @@
 step and prints nothing; it seeds torch's RNG for reproducibility. Frozen pretrained encoders run once
 per sample through the feature cache, so training the head on their features takes seconds; encoders
 that train (from scratch, or fine-tuned with `finetune="last"|"all"` at `encoder_lr`) see every batch.
+
+Inside a torch.distributed process group (e.g. under torchrun, see `model.distributed`) `train` runs
+data-parallel: each rank computes on its shard of every global batch of `batch_size` rows,
+DistributedDataParallel averages the gradients, evaluation is sharded and its predictions gathered, so
+every rank ends with the same weights, metrics and early-stopping decisions; only rank 0 reports progress.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import nn
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset, kfold_datasets
 from model.device import autocast, resolve_device
+from model.distributed import Ranks, all_reduce, broadcast_buffers, current_ranks, local_main_first, shard
 from model.encoders import VOCAB_ENCODERS
 from model.features import FeatureCache, Features, frozen_modalities
 from model.fusion import FusionClassifier, FusionOutput
@@ -180,6 +186,34 @@ def _head(
     )
 
 
+class BatchLogits(nn.Module):
+    """The training forward pass of a batch (its features, then the fusion head) as one module call.
+
+    DistributedDataParallel synchronises the gradients of what runs inside its wrapped module's forward.
+    """
+
+    def __init__(self, model: FusionClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, data: PreparedData, batch: list[int], pixels: torch.Tensor | None) -> torch.Tensor:
+        """Fusion logits [len(batch), C] of rows `batch` of `data`."""
+        image, text = _features(self.model, data, batch, pixels)
+        return _head(self.model, image, text, len(batch), "fusion").logits
+
+
+def epoch_batches(
+    n: int, batch_size: int, ranks: Ranks | None = None, generator: torch.Generator | None = None
+) -> list[list[int]]:
+    """The global batches of an epoch; across ranks a tail too small to give each rank two rows (batch
+    norm) joins the batch before it."""
+    world = (ranks or Ranks()).world_size
+    batches = index_batches(n, batch_size, generator)
+    if len(batches) > 1 and len(batches[-1]) < 2 * world:
+        batches[-2].extend(batches.pop())
+    return batches
+
+
 def train_one_epoch(
     model: FusionClassifier,
     data: PreparedData,
@@ -195,28 +229,41 @@ def train_one_epoch(
     num_workers: int = 0,
     on_step: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    forward: nn.Module | None = None,
+    ranks: Ranks | None = None,
 ) -> float:
-    """One pass over `data` in shuffled batches; returns the mean loss. Raises TrainingCancelled on stop."""
+    """One pass over `data` in shuffled batches; returns the mean loss. Raises TrainingCancelled on stop.
+
+    Across `ranks` every rank computes on its shard of each batch through `forward` (a
+    DistributedDataParallel-wrapped `BatchLogits(model)`); the mean loss is over every rank's rows.
+    """
+    ranks = ranks or Ranks()
+    if forward is None:
+        forward = BatchLogits(model)
     device = _model_device(model)
     model.train()
-    batches = index_batches(len(data), batch_size, generator)
+    batches = epoch_batches(len(data), batch_size, ranks, generator)
+    shards = [shard(batch, ranks) for batch in batches]
     total, count = 0.0, 0
-    for step, (batch, pixels) in enumerate(
-        _batches(model, data, batches, augment=augment, num_workers=num_workers), start=1
+    for step, ((rows, pixels), batch) in enumerate(
+        zip(_batches(model, data, shards, augment=augment, num_workers=num_workers), batches, strict=True),
+        start=1,
     ):
         if should_stop is not None and should_stop():
             raise TrainingCancelled()
-        targets = data.labels[batch].to(device)
+        targets = data.labels[rows].to(device)
         with autocast(device):
-            image, text = _features(model, data, batch, pixels)
-            logits = _head(model, image, text, len(batch), "fusion").logits
+            logits = forward(data, rows, pixels)
         loss = loss_fn(logits.float(), targets)
+        # DDP averages gradients over ranks; weighting each shard's mean by its share of the batch makes
+        # that average the gradient of the whole batch's mean loss (exact for an unweighted loss).
+        objective = loss * (len(rows) * ranks.world_size / len(batch))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(objective).backward()
             scaler.unscale_(optimizer)
         else:
-            loss.backward()
+            objective.backward()
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         if scaler is not None:
@@ -226,11 +273,13 @@ def train_one_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total += float(loss.detach()) * len(batch)
-        count += len(batch)
+        total += float(loss.detach()) * len(rows)
+        count += len(rows)
         if on_step is not None:
             on_step(step, len(batches), total / count)
-    return total / max(count, 1)
+    broadcast_buffers(model, ranks)
+    sums = all_reduce(torch.tensor([total, count], dtype=torch.float64, device=device), ranks)
+    return float(sums[0] / sums[1].clamp(min=1))
 
 
 @torch.inference_mode()
@@ -242,9 +291,14 @@ def evaluate(
     modes: Sequence[str] = MODES,
     batch_size: int = _EVAL_BATCH,
     num_workers: int = 0,
+    ranks: Ranks | None = None,
 ) -> dict[str, dict | None]:
     """A classification_report per mode: fusion, image_only and text_only (the head with the other modality
-    marked missing); None for a mode whose modality the model has no encoder for."""
+    marked missing); None for a mode whose modality the model has no encoder for.
+
+    Across `ranks` each rank predicts its shard of the rows and all ranks get every prediction.
+    """
+    ranks = ranks or Ranks()
     if isinstance(data, Dataset):
         data = prepare_data(model, data, cache=cache, num_workers=num_workers)
     available = {
@@ -255,17 +309,18 @@ def evaluate(
     active = [m for m in modes if available[m]]
     model.eval()
     device = _model_device(model)
-    predictions: dict[str, list[torch.Tensor]] = {m: [] for m in active}
-    batches = index_batches(len(data), batch_size)
-    for batch, pixels in _batches(model, data, batches, augment=False, num_workers=num_workers):
+    # -1 marks rows predicted elsewhere; a max over ranks then fills in every row.
+    predictions = torch.full((len(active), len(data)), -1, dtype=torch.long, device=device)
+    shards = [rows for rows in (shard(b, ranks) for b in index_batches(len(data), batch_size)) if rows]
+    for rows, pixels in _batches(model, data, shards, augment=False, num_workers=num_workers):
+        index = torch.tensor(rows, dtype=torch.long, device=device)
         with autocast(device):
-            image, text = _features(model, data, batch, pixels)
-            for mode in active:
-                predictions[mode].append(_head(model, image, text, len(batch), mode).logits.argmax(-1).cpu())
+            image, text = _features(model, data, rows, pixels)
+            for i, mode in enumerate(active):
+                predictions[i, index] = _head(model, image, text, len(rows), mode).logits.argmax(-1)
+    gathered = dict(zip(active, all_reduce(predictions, ranks, op="max").cpu(), strict=True))
     return {
-        m: classification_report(data.labels, torch.cat(predictions[m]), model.labels)
-        if m in active
-        else None
+        m: classification_report(data.labels, gathered[m], model.labels) if m in active else None
         for m in modes
     }
 
@@ -312,9 +367,12 @@ def train(
     """Train a FusionClassifier; early stopping on `train_config.metric` restores the best epoch's weights.
 
     Labels default to the training set's. Without `val_set` the last epoch is kept and the final
-    metrics are measured on the training set (`metrics_split="train"`).
+    metrics are measured on the training set (`metrics_split="train"`). In a process group every rank
+    calls `train` with the same arguments (`batch_size` is the global batch); only rank 0 calls
+    `on_progress`, and `should_stop` must answer alike on every rank (or stop the whole group instead).
     """
-    emit = on_progress or (lambda progress: None)
+    ranks = current_ranks()
+    emit = on_progress if on_progress is not None and ranks.is_main else (lambda progress: None)
     device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)  # weight init, dropout, augmentation, worker seeds
     config = model_config if model_config.labels else replace(model_config, labels=train_set.labels)
@@ -327,6 +385,15 @@ def train(
     trains_image = model.image_encoder is not None and not model.image_encoder.frozen
     if device.type == "cuda" and trains_image:
         model.to(memory_format=torch.channels_last)
+    forward: nn.Module = BatchLogits(model)
+    if ranks.distributed:
+        # Distinct dropout and augmentation draws per rank; the initial weights are rank 0's, which
+        # DDP broadcasts. A shard whose rows all lost one modality to modality dropout skips that
+        # modality's projection, so DDP must look for unused parameters then.
+        torch.manual_seed(train_config.seed + ranks.rank)
+        forward = nn.parallel.DistributedDataParallel(
+            forward, find_unused_parameters=config.modality_dropout > 0
+        )
 
     cache = cache or FeatureCache()
     epochs = train_config.epochs
@@ -337,15 +404,20 @@ def train(
         emit(Progress("encoding", 0, epochs, done, total, fraction=done / max(total, 1)))
 
     workers = train_config.num_workers
-    train_data = prepare_data(model, train_set, cache=cache, on_progress=encoding, num_workers=workers)
-    val_data = (
-        prepare_data(model, val_set, cache=cache, on_progress=encoding, num_workers=workers)
-        if val_set
-        else None
-    )
+    with local_main_first(ranks):  # one rank per node encodes into a shared cache, the others read it
+        train_data = prepare_data(model, train_set, cache=cache, on_progress=encoding, num_workers=workers)
+        val_data = (
+            prepare_data(model, val_set, cache=cache, on_progress=encoding, num_workers=workers)
+            if val_set
+            else None
+        )
 
     batch_size = min(train_config.batch_size, len(train_data))
-    steps = len(index_batches(len(train_data), batch_size))
+    if ranks.distributed and batch_size < 2 * ranks.world_size:
+        raise ValueError(
+            f"batch_size: {batch_size} rows cannot give each of {ranks.world_size} processes two rows"
+        )
+    steps = len(epoch_batches(len(train_data), batch_size, ranks))
     total_steps = epochs * steps
     optimizer = torch.optim.AdamW(
         model.parameter_groups(train_config.lr, train_config.encoder_lr, train_config.weight_decay),
@@ -395,6 +467,8 @@ def train(
                 num_workers=workers,
                 on_step=on_step,
                 should_stop=should_stop,
+                forward=forward,
+                ranks=ranks,
             )
         except TrainingCancelled as exc:
             raise TrainingCancelled(partial_result()) from exc
@@ -402,7 +476,7 @@ def train(
         if val_data is None:
             best_epoch, best_state = epoch, _snapshot(model)
         else:
-            report = evaluate(model, val_data, modes=("fusion",), num_workers=workers)["fusion"]
+            report = evaluate(model, val_data, modes=("fusion",), num_workers=workers, ranks=ranks)["fusion"]
             assert report is not None
             record["val"] = {key: report[key] for key in _SCALARS}
             emit(Progress("evaluating", epoch, epochs, steps, steps, loss, record["val"], fraction=1.0))
@@ -420,7 +494,9 @@ def train(
             break
 
     model.load_state_dict(best_state, strict=False)
-    metrics = evaluate(model, val_data if val_data is not None else train_data, num_workers=workers)
+    metrics = evaluate(
+        model, val_data if val_data is not None else train_data, num_workers=workers, ranks=ranks
+    )
     return TrainResult(
         model, history, metrics, best_epoch, metrics_split="val" if val_data is not None else "train"
     )

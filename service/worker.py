@@ -3,22 +3,31 @@
 A separate process from the API: it reads datasets from the data directory, trains with
 `model.training.train`, writes progress to the job store, saves the checkpoint into the model store
 and promotes it per the job's `promote`. The API notices the new active version on its own.
+
+A job with `nproc` > 1 trains data-parallel in that many processes: the worker runs `python -m model
+train` under torchrun, relays rank 0's JSON progress lines to the job store, terminates the process
+group on cancel or stop, and then stores the checkpoint those processes wrote like its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from model.datasets import DatasetError, split_dataset
 from service.logging_setup import configure_logging
@@ -29,7 +38,9 @@ from service.schemas.jobs import TrainParams
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from model.training import Progress
+    from model.config import ModelConfig, TrainConfig
+    from model.datasets import Dataset
+    from model.training import Progress, TrainResult
 
 log = logging.getLogger("service.worker")
 
@@ -40,6 +51,8 @@ _SWEEP_EVERY_S = 30.0
 _PROGRESS_EVERY_S = 0.5
 _CANCEL_CHECK_EVERY_S = 0.5
 _LOG_EVERY_S = 5.0
+# How long torchrun gets to stop its training processes after SIGTERM before they are killed.
+_TERMINATE_WAIT_S = 30.0
 
 
 class JobError(Exception):
@@ -149,7 +162,7 @@ class Worker:
         self.worker_id = worker_id or make_worker_id(os.getpid(), uuid.uuid4().hex[:8])
         self.parent_pid = parent_pid
         data_dir = settings.data_dir
-        self.jobs = JobStore(data_dir / "jobs.sqlite3")
+        self.jobs = JobStore.from_settings(settings)
         self.datasets = DatasetStore(data_dir, DatasetLimits.from_settings(settings))
         self.models = ModelStore(settings.model_dir)
         self.cache_dir = data_dir / "cache" / "features"
@@ -295,15 +308,18 @@ class Worker:
 
         writer = _ProgressWriter(self.jobs, job.id)
         should_stop = self._should_stop(job.id)
-        result = train(
-            model_config,
-            train_config,
-            train_set,
-            val_set,
-            cache=FeatureCache(self.cache_dir),
-            on_progress=writer,
-            should_stop=should_stop,
-        )
+        if train_config.nproc > 1:
+            result = self._train_in_processes(job, model_config, train_config, train_set, writer, should_stop)
+        else:
+            result = train(
+                model_config,
+                train_config,
+                train_set,
+                val_set,
+                cache=FeatureCache(self.cache_dir),
+                on_progress=writer,
+                should_stop=should_stop,
+            )
         if self.jobs.cancel_requested(job.id):  # cancelled during the final evaluation: discard the model
             raise TrainingCancelled()
 
@@ -357,6 +373,59 @@ class Worker:
             promotion["reason"],
         )
 
+    def _train_in_processes(
+        self,
+        job: Job,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        train_set: Dataset,
+        on_progress: Callable[[Progress], None],
+        should_stop: Callable[[], bool],
+    ) -> TrainResult:
+        """Train in `train_config.nproc` processes under torchrun; returns the model they wrote."""
+        from model.checkpoint import CheckpointError, load_checkpoint
+        from model.distributed import torchrun_command
+        from model.training import TrainResult
+
+        work_root = self.settings.data_dir / "cache" / "jobs"
+        work_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{job.id}-", dir=work_root) as tmp:
+            work = Path(tmp)
+            config = work / "config.json"
+            recipe = {"model_config": model_config.to_dict(), "train_config": train_config.to_dict()}
+            config.write_text(json.dumps(recipe), encoding="utf-8")
+            args = self._train_command_args(job, train_config, config, work / "model")
+            _run_training_processes(
+                torchrun_command(train_config.nproc, args), job.id, on_progress, should_stop
+            )
+            try:
+                model, meta = load_checkpoint(work / "model")
+            except CheckpointError as exc:
+                raise JobError(f"the training processes left no usable model: {exc}") from exc
+        # The processes loaded the datasets again; a different fingerprint means they changed meanwhile.
+        if meta["dataset_fingerprint"] != train_set.fingerprint:
+            raise JobError("the training data changed while the job ran; run the job again")
+        extra = meta["extra"]
+        return TrainResult(model, extra["history"], meta["metrics"], extra["best_epoch"])
+
+    def _train_command_args(self, job: Job, train_config: TrainConfig, config: Path, out: Path) -> list[str]:
+        """`python -m model train` arguments for this job's datasets, validation and recipe file."""
+        path, split = self.datasets.resolve(job.dataset)
+        args = ["train", str(path.resolve()), "--config", str(config), "--out", str(out)]
+        args += ["--cache-dir", str(self.cache_dir.resolve()), "--progress", "json"]
+        if split is not None:
+            args += ["--split", split]
+        if isinstance(job.validation, str):
+            val_path, val_split = self.datasets.resolve(job.validation)
+            args += ["--val", str(val_path.resolve())]
+            if val_split is not None:
+                args += ["--val-split", val_split]
+        else:
+            args += ["--val-fraction", repr(train_config.val_fraction)]
+        if job.skip_invalid:
+            args.append("--skip-invalid")
+        return args
+
     def _promote(self, job: Job, version: str, metric: str, value: float) -> dict[str, Any]:
         """Activate the new version per the job's policy; returns the decision and why."""
         decision: dict[str, Any] = {"policy": job.promote, "metric": metric, "value": value}
@@ -393,6 +462,82 @@ class Worker:
         else:
             reason = f"promoted ({metric} beats active {active})"
         return {**decision, "promoted": True, "reason": reason}
+
+
+def _run_training_processes(
+    command: list[str],
+    job_id: str,
+    on_progress: Callable[[Progress], None],
+    should_stop: Callable[[], bool],
+) -> None:
+    """Run a torchrun `command` to its end, relaying its progress; TrainingCancelled when `should_stop()`.
+
+    Its own session, so that stopping it signals torchrun, which stops its training processes.
+    """
+    from model.training import TrainingCancelled
+
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    tail: deque[str] = deque(maxlen=20)
+    relay = threading.Thread(
+        target=_relay_output, args=(process.stdout, job_id, on_progress, tail), name=f"relay-{job_id[:8]}"
+    )
+    relay.daemon = True
+    relay.start()
+    try:
+        while True:
+            try:
+                process.wait(timeout=_CANCEL_CHECK_EVERY_S)
+                break
+            except subprocess.TimeoutExpired:
+                if should_stop():
+                    raise TrainingCancelled() from None
+    finally:
+        if process.poll() is None:
+            _terminate(process)
+        # Bounded: training processes that outlived a killed torchrun would hold the pipe open.
+        relay.join(timeout=_TERMINATE_WAIT_S)
+    if process.returncode != 0:
+        errors = [line for line in tail if line.startswith("error: ")]
+        detail = (errors or list(tail) or ["no output"])[-1]
+        raise JobError(f"the training processes failed (exit status {process.returncode}): {detail}")
+
+
+def _relay_output(
+    stream: IO[str], job_id: str, on_progress: Callable[[Progress], None], tail: deque[str]
+) -> None:
+    """Read the training processes' output: progress lines go to `on_progress`, the rest to the log."""
+    from model.training import Progress
+
+    for raw in stream:
+        line = raw.rstrip()
+        if line.startswith('{"progress"'):
+            try:
+                on_progress(Progress(**json.loads(line)["progress"]))
+                continue
+            except (
+                Exception
+            ):  # a store hiccup must not stop the reading, or the processes block on a full pipe
+                log.warning("job %s: progress line not recorded", job_id, exc_info=True)
+        if line:
+            log.info("job %s: %s", job_id, line)
+            tail.append(line)
+
+
+def _terminate(process: subprocess.Popen[str]) -> None:
+    """SIGTERM to the process's session (torchrun forwards it), SIGKILL if it has not exited in time."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=_TERMINATE_WAIT_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

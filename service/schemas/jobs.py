@@ -65,6 +65,12 @@ class TrainParams(BaseModel):
         default=_T.metric,  # type: ignore[arg-type]
         description="validation metric for early stopping and for promote=if_better",
     )
+    nproc: int = Field(
+        default=_T.nproc,
+        ge=1,
+        le=256,
+        description="training processes on the worker's machine (data-parallel via torchrun, one per GPU)",
+    )
 
     def configs(
         self, labels: Sequence[str], *, device: str = "auto", val_fraction: float | None = None

@@ -102,6 +102,36 @@ def test_kfold_prints_mean_and_std_without_a_checkpoint(
     assert not (tmp_path / "m").exists()
 
 
+def test_train_on_a_named_split(small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", str(small_demo), "--split", "dev", "--val-fraction", "0.25"]
+    code, out, _ = run([*args, "--out", str(tmp_path / "m"), *TINY], capsys)
+    assert code == 0
+    assert "validation metrics (2 samples" in out  # a quarter of dev.jsonl's 8 rows
+
+
+def test_train_with_progress_json_prints_a_line_per_report(
+    small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", str(small_demo), "--out", str(tmp_path / "m"), "--progress", "json", *TINY]
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    reports = [json.loads(line)["progress"] for line in out.splitlines() if line.startswith("{")]
+    assert [r["epoch"] for r in reports if r["stage"] == "evaluating"] == [1, 2]
+    assert {r["stage"] for r in reports} == {"training", "evaluating"}
+
+
+def test_train_with_a_checkpoints_config_repeats_its_recipe(
+    small_demo: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = checkpoint / "config.json"
+    args = ["train", str(small_demo), "--config", str(config), "--out", str(tmp_path / "m"), "--threads", "1"]
+    code, _, _ = run(args, capsys)
+    assert code == 0
+    before, after = json.loads(config.read_text()), json.loads((tmp_path / "m" / "config.json").read_text())
+    assert after["model_config"] == before["model_config"]
+    assert after["train_config"] == before["train_config"]
+
+
 def bad_inputs(root: Path, checkpoint: Path) -> dict[str, list[str]]:
     (root / "broken").mkdir()
     (root / "broken" / "train.jsonl").write_text('{"image": "gone.jpg", "text": "t", "label": "x"}\n')
@@ -114,6 +144,7 @@ def bad_inputs(root: Path, checkpoint: Path) -> dict[str, list[str]]:
         "bad option value": ["train", str(root / "broken"), "--lr", "-1"],
         "unknown option": ["train", str(root / "broken"), "--learning-rate", "1"],
         "unknown command": ["fly"],
+        "val split without val": ["train", str(root / "broken"), "--val-split", "dev", *TINY],
         "bad checkpoint": ["evaluate", str(root / "empty-checkpoint"), str(root / "broken")],
         "missing checkpoint": ["predict", str(root / "nope"), "--text", "hi"],
         "nothing to predict": ["predict", str(checkpoint)],
@@ -124,7 +155,8 @@ def bad_inputs(root: Path, checkpoint: Path) -> dict[str, list[str]]:
 
 CASES = [
     "missing dataset", "invalid dataset", "bad option value", "unknown option", "unknown command",
-    "bad checkpoint", "missing checkpoint", "nothing to predict", "unreadable image", "missing image",
+    "val split without val", "bad checkpoint", "missing checkpoint", "nothing to predict", "unreadable image",
+    "missing image",
 ]  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import torch
 
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset
+from model.distributed import Ranks
 from model.features import FeatureCache
 from model.training import (
     Progress,
@@ -19,6 +20,7 @@ from model.training import (
     _class_weights,
     _lr_lambda,
     cross_validate,
+    epoch_batches,
     evaluate,
     train,
 )
@@ -173,3 +175,8 @@ def test_schedules_warm_up_linearly_then_never_increase(schedule: str) -> None:
     assert values[9] == pytest.approx(1.0)
     assert all(later <= earlier + 1e-12 for earlier, later in itertools.pairwise(values[9:]))
     assert (values[-1] < 0.05) == (schedule != "constant")
+
+
+def test_a_tail_too_small_for_every_rank_joins_the_batch_before() -> None:
+    assert [len(b) for b in epoch_batches(35, 16)] == [16, 16, 3]
+    assert [len(b) for b in epoch_batches(35, 16, Ranks(rank=0, world_size=2))] == [16, 19]

@@ -238,3 +238,54 @@ def test_silent_worker_on_another_host_is_declared_dead(worker: Worker, tiny_job
     assert worker.recover() == [job.id]
     failed = worker.jobs.get(job.id)
     assert failed is not None and failed.error is not None and "heartbeats" in failed.error
+
+
+def _job_processes(job_id: str) -> list[int]:
+    """Pids of live processes whose command line names the job (its torchrun work directory)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if entry.name.isdigit() and job_id.encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow  # torchrun and two training processes start (10-20 s on a busy 2-core machine)
+def test_job_with_nproc_2_trains_in_two_processes(worker: Worker, tiny_job_params: Params) -> None:
+    job = _queue(worker, {**tiny_job_params, "nproc": 2}, promote="if_better")
+    thread = _run_in_thread(worker)
+    stages: set[str] = set()
+    while thread.is_alive():
+        running = worker.jobs.get(job.id)
+        if running is not None and running.progress is not None:
+            stages.add(running.progress["stage"])
+        time.sleep(0.05)
+
+    done = worker.jobs.get(job.id)
+    assert done is not None and done.status is JobStatus.SUCCEEDED, done and done.error
+    assert "training" in stages  # relayed from rank 0 while the processes ran
+    assert [entry["epoch"] for entry in done.history] == [1, 2, 3]
+    assert [v.version for v in worker.models.list_versions()] == [done.model_version]
+    assert done.promoted and worker.models.active_version() == done.model_version
+    meta = worker.models.get(done.model_version or "").meta
+    assert meta is not None and meta["extra"]["job_id"] == job.id and meta["train_config"]["nproc"] == 2
+    assert list((worker.settings.data_dir / "cache" / "jobs").iterdir()) == []
+
+
+@pytest.mark.slow  # torchrun and two training processes start
+def test_cancel_stops_the_training_processes(worker: Worker, tiny_job_params: Params) -> None:
+    job = _queue(worker, {**tiny_job_params, "epochs": 500, "nproc": 2}, promote="always")
+    thread = _run_in_thread(worker)
+    _wait_for(_training_started(worker, job.id))
+    assert _job_processes(job.id)
+
+    worker.jobs.request_cancel(job.id)
+    thread.join(60)
+
+    final = worker.jobs.get(job.id)
+    assert final is not None and final.status is JobStatus.CANCELLED and final.model_version is None
+    assert worker.models.list_versions() == []
+    assert _job_processes(job.id) == []

@@ -1,0 +1,160 @@
+"""Data-parallel training across processes started by torchrun: ranks, batch sharding and collectives.
+
+Every rank of a run draws the same global batches (one seeded generator) and computes on its shard of
+each; DistributedDataParallel averages the gradients, so the update equals a one-process step on the
+whole batch (batch-norm statistics and dropout draws aside). Evaluation is sharded too and the
+predictions are gathered, so every rank computes the same metrics and takes the same early-stopping
+decision. Outside a process group every function here is a no-op for a single process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from model.device import resolve_device
+
+# Set by torchrun (and by `torch.distributed.run`) in every process it starts.
+_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the process group; the defaults describe a single-process run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0, the one that reports progress and writes files."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether more than one process takes part."""
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of the workers that torchrun started."""
+    return all(name in os.environ for name in _TORCHRUN_VARIABLES)
+
+
+def current_ranks() -> Ranks:
+    """The ranks of the initialised process group, or `Ranks()` when there is none."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Ranks()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    return Ranks(
+        rank,
+        world,
+        int(os.environ.get("LOCAL_RANK", rank)),
+        int(os.environ.get("LOCAL_WORLD_SIZE", world)),
+    )
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[Ranks]:
+    """Join the process group torchrun describes in the environment (nccl on CUDA, gloo on CPU) for the block.
+
+    On CUDA each process uses the GPU of its local rank.
+    """
+    target = resolve_device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if target.type == "cuda":
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            local = os.environ.get("LOCAL_WORLD_SIZE", "?")
+            raise ValueError(f"nproc: {local} processes on this node but only {count} CUDA devices")
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    try:
+        yield current_ranks()
+    finally:
+        dist.destroy_process_group()
+
+
+def cpu_threads_per_process(ranks: Ranks) -> int:
+    """An equal share of this process's CPUs for each process on the node (at least one)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // ranks.local_world_size)
+
+
+def torchrun_command(nproc: int, module_args: Sequence[str]) -> list[str]:
+    """`python -m torch.distributed.run --standalone --nproc-per-node N -m model ARGS` with this interpreter.
+
+    `--standalone` runs the rendezvous on a free local port, so concurrent runs never collide.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "model",
+        *module_args,
+    ]
+
+
+def shard(batch: Sequence[int], ranks: Ranks) -> list[int]:
+    """This rank's rows of a global batch: every `world_size`-th row, starting at its rank."""
+    return list(batch[ranks.rank :: ranks.world_size])
+
+
+def all_reduce(values: torch.Tensor, ranks: Ranks, op: str = "sum") -> torch.Tensor:
+    """`values` combined over all ranks in place (`op` sum or max); unchanged in a single process."""
+    if ranks.distributed:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return values
+
+
+def broadcast_buffers(module: nn.Module, ranks: Ranks) -> None:
+    """Copy rank 0's buffers (batch-norm statistics) to every rank.
+
+    DistributedDataParallel broadcasts them before each forward pass, so after the last step of an
+    epoch each rank holds the statistics of its own shard; evaluation needs one model everywhere.
+    """
+    if ranks.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+@contextlib.contextmanager
+def local_main_first(ranks: Ranks) -> Iterator[None]:
+    """Run the block on each node's local rank 0 first, then on the node's other ranks.
+
+    Used around feature encoding: the first rank fills the shared cache, the others then read it.
+    """
+    if not ranks.distributed:
+        yield
+        return
+    if ranks.local_rank != 0:
+        dist.barrier()
+    yield
+    if ranks.local_rank == 0:
+        dist.barrier()
+
+
+__all__ = [
+    "Ranks",
+    "all_reduce",
+    "broadcast_buffers",
+    "cpu_threads_per_process",
+    "current_ranks",
+    "launched_by_torchrun",
+    "local_main_first",
+    "process_group",
+    "shard",
+    "torchrun_command",
+]
