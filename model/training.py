@@ -387,10 +387,9 @@ def train(
         model.to(memory_format=torch.channels_last)
     forward: nn.Module = BatchLogits(model)
     if ranks.distributed:
-        # Distinct dropout and augmentation draws per rank; the initial weights are rank 0's, which
-        # DDP broadcasts. A shard whose rows all lost one modality to modality dropout skips that
-        # modality's projection, so DDP must look for unused parameters then.
-        torch.manual_seed(train_config.seed + ranks.rank)
+        # The initial weights are rank 0's, which DDP broadcasts. A shard whose rows all lost one
+        # modality to modality dropout skips that modality's projection, so DDP must look for unused
+        # parameters then.
         forward = nn.parallel.DistributedDataParallel(
             forward, find_unused_parameters=config.modality_dropout > 0
         )
@@ -411,6 +410,10 @@ def train(
             if val_set
             else None
         )
+    # Seeded again for dropout and augmentation: encoding into a cold feature cache draws from the
+    # global generator and a warm cache does not, and a run must not depend on the cache's state.
+    # Distinct draws per rank.
+    torch.manual_seed(train_config.seed + ranks.rank)
 
     batch_size = min(train_config.batch_size, len(train_data))
     if ranks.distributed and batch_size < 2 * ranks.world_size:
