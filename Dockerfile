@@ -32,7 +32,7 @@ COPY pyproject.toml ./
 # Dependencies only, resolved against empty packages (and an empty README) in a scratch copy that is
 # deleted again: this multi-GB layer is rebuilt when pyproject.toml changes, not when the code does.
 # PIP_EXTRA_ARGS is a list of options: it must be word-split.
-# hadolint ignore=SC2086
+# hadolint ignore=SC2086,DL3013
 RUN mkdir model service \
     && touch README.md model/__init__.py service/__init__.py \
     && pip install --no-cache-dir $PIP_EXTRA_ARGS ".[postgres]" \

@@ -29,10 +29,10 @@ from tests.factories import make_jpeg, save_tiny_checkpoint  # noqa: E402
 _started: list[ServiceProcess] = []
 
 
-def make_versions(model_dir: Path, count: int, *, activate_first: bool = True) -> list[str]:
-    """Save `count` tiny untrained checkpoints (different random weights) as versions of a store."""
+def make_versions(model_dir: Path, count: int, *, activate_first: bool = True, **shape: Any) -> list[str]:
+    """Save `count` untrained checkpoints (different random weights; tiny unless `shape` says otherwise)."""
     store = ModelStore(model_dir)
-    versions = [save_tiny_checkpoint(store.new_version_path()).name for _ in range(count)]
+    versions = [save_tiny_checkpoint(store.new_version_path(), **shape).name for _ in range(count)]
     if activate_first:
         store.activate(versions[0])
     return versions

@@ -165,7 +165,9 @@ def test_a_warm_feature_cache_trains_the_same_model_as_a_cold_one(
     xor_train_config: TrainConfig, demo_train: Dataset, tmp_path: Path
 ) -> None:
     """Encoding images (cold cache only) must not shift the random draws of dropout that follow."""
-    config = ModelConfig(image_encoder="efficientnet_lite0", text_encoder="none", image_size=32, hidden_dim=16)
+    config = ModelConfig(
+        image_encoder="efficientnet_lite0", text_encoder="none", image_size=32, hidden_dim=16
+    )
     small = demo_train.subset(range(24))
     one_epoch = dataclasses.replace(xor_train_config, epochs=1)
     cold, warm = (train(config, one_epoch, small, cache=FeatureCache(tmp_path)).model for _ in range(2))
