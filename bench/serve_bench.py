@@ -453,12 +453,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     from model.datasets import load_dataset
-    from model.device import resolve_device
+    from model.device import available_cpus, resolve_device
     from model.predictor import Predictor
     from service.settings import Settings
 
     device = resolve_device(args.device).type
-    cpus = len(os.sched_getaffinity(0))
+    cpus = available_cpus()
     _fill_defaults(args, cpus, device)
     knobs = {knob: getattr(args, knob) for knob in SERVICE_KNOBS if getattr(args, knob) is not None}
     # What the service will run with: the same validation, no .env (the server runs in a clean directory).

@@ -24,11 +24,16 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def configure_cpu_threads(n: int | None = None) -> int:
     """Set torch's intra-op threads to ``n`` or to the CPUs this process may use; returns the count."""
-    if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    n = max(1, n)
+    n = max(1, available_cpus() if n is None else n)
     torch.set_num_threads(n)
     return n
 

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from model.device import resolve_device
+from model.device import available_cpus, resolve_device
 
 # Set by torchrun (and by `torch.distributed.run`) in every process it starts.
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -86,8 +86,7 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
 
 def cpu_threads_per_process(ranks: Ranks) -> int:
     """An equal share of this process's CPUs for each process on the node (at least one)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus // ranks.local_world_size)
+    return max(1, available_cpus() // ranks.local_world_size)
 
 
 def torchrun_command(nproc: int, module_args: Sequence[str]) -> list[str]:

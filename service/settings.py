@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -127,7 +126,9 @@ class Settings(BaseSettings):
         forwards on one core each outrun one forward on all cores, so small batches on one inference
         thread per core; on a GPU, large batches from one thread, the cores left to decoding.
         """
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        from model.device import available_cpus  # imports torch: only when the plan is made
+
+        cpus = available_cpus()
         gpu = device_type == "cuda"
         threads = self.inference_threads or (1 if gpu else min(cpus, 4))
         torch_threads = self.torch_threads or (max(1, cpus - 1) if gpu else max(1, cpus // threads))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from model.device import autocast, configure_cpu_threads, resolve_device
+from model.device import autocast, available_cpus, configure_cpu_threads, resolve_device
 
 
 def test_cpu_resolves_to_cpu() -> None:
@@ -34,6 +36,21 @@ def test_configure_cpu_threads_sets_torch_threads() -> None:
     before = torch.get_num_threads()
     try:
         assert configure_cpu_threads(1) == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_available_cpus_follows_the_affinity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})
+    assert available_cpus() == 3
+
+
+def test_cpu_threads_default_to_the_available_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    before = torch.get_num_threads()
+    try:
+        assert configure_cpu_threads() == 1
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
