@@ -177,8 +177,9 @@ class MicroBatcher:
             raise QueueFullError(self._depth, self._retry_after())
 
     def _retry_after(self) -> int:
+        """Seconds until the queue has drained: the batches ahead, shared by the inference threads."""
         batches_ahead = self._depth / self.max_batch_size
-        return max(1, math.ceil(batches_ahead * self._batch_seconds))
+        return max(1, math.ceil(batches_ahead * self._batch_seconds / self._inference_threads))
 
     def _decode_and_enqueue(self, item: _Item, data: bytes) -> None:
         error: Exception | None = None

@@ -179,6 +179,17 @@ def test_full_queue_raises_with_retry_hint(holder: ModelHolder) -> None:
     assert batcher.depth == 0
 
 
+@pytest.mark.parametrize(("threads", "expected_s"), [(1, 8), (2, 4), (4, 2)])
+def test_retry_hint_counts_the_batches_ahead_shared_by_the_inference_threads(
+    holder: ModelHolder, threads: int, expected_s: int
+) -> None:
+    batcher = MicroBatcher(holder, max_batch_size=4, max_queue=32, inference_threads=threads)
+    batcher._depth, batcher._batch_seconds = 32, 1.0  # 8 batches of 4 ahead, 1 s each
+    with pytest.raises(QueueFullError) as caught:
+        batcher.check_capacity(1)
+    assert caught.value.retry_after_s == expected_s
+
+
 def test_no_model_raises_not_ready() -> None:
     batcher = MicroBatcher(ModelHolder())
     batcher.start()
