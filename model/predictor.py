@@ -94,6 +94,12 @@ class Predictor:
                 )
         return has_image, has_text
 
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """One copy per batch; on CUDA from pinned memory, so the copy is asynchronous."""
+        if self.device.type != "cuda":
+            return batch
+        return batch.pin_memory().to(self.device, non_blocking=True)
+
     def _features(
         self,
         images: Sequence[ImageInput],
@@ -105,8 +111,7 @@ class Predictor:
         img_feats = txt_feats = None
         rows = [i for i, present in enumerate(has_image) if present]
         if rows:
-            pixels = torch.stack([self._pixels(images[i]) for i in rows])  # type: ignore[arg-type]
-            pixels = pixels.to(self.device, non_blocking=True)
+            pixels = self._to_device(torch.stack([self._pixels(images[i]) for i in rows]))  # type: ignore[arg-type]
             if self.device.type == "cuda":
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             encoded = self.model.encode_image(pixels)
@@ -115,7 +120,7 @@ class Predictor:
         rows = [i for i, present in enumerate(has_text) if present]
         if rows:
             inputs = self.model.tokenize([texts[i] or "" for i in rows])
-            encoded = self.model.encode_text({k: v.to(self.device) for k, v in inputs.items()})
+            encoded = self.model.encode_text({k: self._to_device(v) for k, v in inputs.items()})
             txt_feats = encoded.new_zeros(len(texts), encoded.shape[1])
             txt_feats[rows] = encoded
         return img_feats, txt_feats
