@@ -143,3 +143,15 @@ def test_preprocess_image_is_thread_safe(predictor: Predictor) -> None:
 @pytest.mark.parametrize("overrides", [{}, {"image_encoder": "none"}, {"text_encoder": "none"}])
 def test_warmup_runs_for_every_kind_of_model(tmp_path: Path, overrides: dict[str, Any]) -> None:
     Predictor.from_checkpoint(save_tiny_checkpoint(tmp_path / "v", **overrides), device="cpu").warmup()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (scripts/gpu_check.sh)")
+def test_cuda_predictions_match_the_cpu_ones(predictor: Predictor, tiny_checkpoint: Path) -> None:
+    on_gpu = Predictor.from_checkpoint(tiny_checkpoint, device="cuda")
+    images, texts = [JPEG, PNG, None], ["what a day", "awful", "text only"]
+    for cpu, gpu in zip(
+        predictor.predict_batch(images, texts), on_gpu.predict_batch(images, texts), strict=True
+    ):
+        assert gpu.modalities_used == cpu.modalities_used
+        for label, p in cpu.probabilities.items():
+            assert gpu.probabilities[label] == pytest.approx(p, abs=0.02)  # bf16 autocast
