@@ -16,8 +16,9 @@ Every server and client runs in its own process group and is stopped on any exit
 from __future__ import annotations
 
 import argparse
-import gc
+import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,11 +60,21 @@ class CeilingRow:
 
 @dataclass(frozen=True)
 class Ceiling:
-    """Every measured row, the best one, and the single-item latency (one caller, lowest median)."""
+    """Every measured row, the best one, and the single-item latency (one caller, lowest median).
+
+    ``best_again`` is the best row measured once more right after the service's load levels: the machine
+    is shared and its speed drifts over a run, so the service is held to the higher of the two.
+    """
 
     rows: list[CeilingRow]
     best: CeilingRow
     single_item_ms: float
+    best_again: CeilingRow | None = None
+
+    @property
+    def reference(self) -> float:
+        """The items/s the service is compared with: the best row's higher measurement."""
+        return max(self.best.throughput, self.best_again.throughput if self.best_again else 0.0)
 
     @property
     def best_one_caller(self) -> CeilingRow | None:
@@ -151,24 +162,45 @@ def measure_ceiling(
     seconds: float,
 ) -> Ceiling:
     """``predict_batch`` on encoded images for ``seconds`` per (callers, torch threads) and batch size."""
-    from model.device import configure_cpu_threads
-
-    rows: list[CeilingRow] = []
-    single: list[float] = []
-    for callers, threads in setups:
-        configure_cpu_threads(threads)
-        for batch_size in batch_sizes:
-            times, elapsed = _time_batches(
-                predictor, images, texts, batch_size=batch_size, callers=callers, seconds=seconds
-            )
-            median_ms = statistics.median(times) * 1000
-            throughput = len(times) * batch_size / elapsed
-            rows.append(CeilingRow(callers, threads, batch_size, throughput, median_ms, len(times)))
-            if batch_size == 1 and callers == 1:
-                single.append(median_ms)
-            _progress(f"ceiling {callers}x{threads} batch={batch_size}: {throughput:.1f} items/s")
+    rows = [
+        measure_row(
+            predictor, images, texts, callers=callers, threads=threads, batch_size=size, seconds=seconds
+        )
+        for callers, threads in setups
+        for size in batch_sizes
+    ]
+    single = [row.batch_p50_ms for row in rows if row.batch_size == 1 and row.callers == 1]
     best = max(rows, key=lambda row: row.throughput)
     return Ceiling(rows, best, min(single) if single else float("nan"))
+
+
+def measure_row(
+    predictor: Any,
+    images: Sequence[bytes],
+    texts: Sequence[str],
+    *,
+    callers: int,
+    threads: int,
+    batch_size: int,
+    seconds: float,
+) -> CeilingRow:
+    """One ceiling setting: ``callers`` threads with ``threads`` torch threads, batches of ``batch_size``."""
+    from model.device import configure_cpu_threads
+
+    configure_cpu_threads(threads)
+    times, elapsed = _time_batches(
+        predictor, images, texts, batch_size=batch_size, callers=callers, seconds=seconds
+    )
+    row = CeilingRow(
+        callers,
+        threads,
+        batch_size,
+        len(times) * batch_size / elapsed,
+        statistics.median(times) * 1000,
+        len(times),
+    )
+    _progress(f"ceiling {callers}x{threads} batch={batch_size}: {row.throughput:.1f} items/s")
+    return row
 
 
 def run_loadgen(
@@ -185,8 +217,15 @@ def run_loadgen(
     return result
 
 
-def bench_server(name: str, cmd: Sequence[str], port: int, env: dict[str, str], plan: LoadPlan) -> ServerRun:
-    """Start a server, load it at each concurrency (then the RSS phase, if any), stop it."""
+def bench_server(
+    name: str,
+    cmd: Sequence[str],
+    port: int,
+    env: dict[str, str],
+    plan: LoadPlan,
+    after_levels: Callable[[], None] | None = None,
+) -> ServerRun:
+    """Start a server, load it at each concurrency, call ``after_levels``, then the RSS phase (if any)."""
     url = f"http://{HOST}:{port}"
     with managed(cmd, env=env, cwd=plan.workdir, log=plan.workdir / f"{name}.log") as server:
         ready_s = wait_ready(server, f"{url}/health/ready", READY_TIMEOUT_S)
@@ -207,6 +246,8 @@ def bench_server(name: str, cmd: Sequence[str], port: int, env: dict[str, str], 
                 f"errors {level['errors']}"
             )
         run.rss_after_sweep = rss_bytes(server.pid)
+        if after_levels is not None:
+            after_levels()
         if plan.rss_requests > 0 and name == "service":
             run.rss_phase = rss_phase(f"{url}/predict", server.pid, run.rss_after_sweep, env, plan)
     return run
@@ -271,7 +312,7 @@ def render(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None, header
             lines.append(
                 f"| {run.name} | {lvl['concurrency']} | {lvl['throughput']:.1f} | {lvl['p50_ms']:.1f} "
                 f"| {lvl['p95_ms']:.1f} | {lvl['p99_ms']:.1f} | {lvl['errors']} "
-                f"| {lvl['throughput'] / ceiling.best.throughput:.2f} | {vs_naive} "
+                f"| {lvl['throughput'] / ceiling.reference:.2f} | {vs_naive} "
                 f"| {lvl['server_cores']:.2f} | {lvl['client_cores']:.2f} |"
             )
     best = ceiling.best
@@ -280,6 +321,11 @@ def render(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None, header
         f"- ceiling: {best.throughput:.1f} items/s at batch {best.batch_size}, {best.callers} caller(s) with "
         f"{best.threads} torch thread(s) each; single-item latency (median) {ceiling.single_item_ms:.1f} ms"
     )
+    if ceiling.best_again is not None:
+        lines.append(
+            f"- the same setting again, right after the service's load levels: "
+            f"{ceiling.best_again.throughput:.1f} items/s; the ratios use the higher, {ceiling.reference:.1f}"
+        )
     one = ceiling.best_one_caller
     if one is not None and one is not best:
         at32 = next((lvl for lvl in service.levels if lvl["concurrency"] == 32), None)
@@ -320,7 +366,7 @@ def target_lines(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None) 
     checks = [
         (
             "service at 32 clients >= 0.85 x ceiling",
-            at32 and at32["throughput"] / ceiling.best.throughput,
+            at32 and at32["throughput"] / ceiling.reference,
             lambda v: v >= 0.85,
             "{:.2f} x",
         ),
@@ -346,7 +392,7 @@ def target_lines(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None) 
     ]
     lines = []
     for name, value, passes, fmt in checks:
-        if value is None or value is False:
+        if value is None or value is False or math.isnan(value):
             lines.append(f"- {name}: n/a")
         else:
             lines.append(f"- {name}: {fmt.format(value)} **{'PASS' if passes(value) else 'FAIL'}**")
@@ -486,8 +532,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             setups=args.ceiling_setups,
             seconds=args.ceiling_seconds,
         )
-        del predictor
-        gc.collect()
 
         plan = LoadPlan(
             workdir,
@@ -510,7 +554,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         port = free_port()
         service_cmd = [sys.executable, "-m", "service", "--host", HOST, "--port", str(port)]
-        service = bench_server("service", service_cmd, port, service_env, plan)
+        best = ceiling.best
+
+        def measure_best_again() -> None:
+            nonlocal ceiling
+            again = measure_row(
+                predictor,
+                images,
+                texts,
+                callers=best.callers,
+                threads=best.threads,
+                batch_size=best.batch_size,
+                seconds=args.ceiling_seconds,
+            )
+            ceiling = dataclasses.replace(ceiling, best_again=again)
+
+        service = bench_server("service", service_cmd, port, service_env, plan, measure_best_again)
         naive = None
         if not args.skip_naive:
             port = free_port()
@@ -531,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"- model: {model}",
         f"- data: {len(samples)} photos + captions from {args.data}",
         f"- load: {args.duration:g} s measured after {args.warmup:g} s warm-up per level; closed loop, "
-        "httpx in a separate process, keep-alive, multipart `image` + `text`",
+        "httptools client on uvloop in a separate process, keep-alive, multipart `image` + `text`",
         f"- service settings: max_batch_size={serving.max_batch_size}, "
         f"max_wait_ms={settings.max_wait_ms:g}, max_queue={settings.max_queue}, "
         f"decode_threads={settings.decode_threads}, inference threads={serving.inference_threads}, "
