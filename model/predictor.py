@@ -45,7 +45,7 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         # Channels-last convolutions are faster on CPU as well as CUDA (docs/PERFORMANCE.md).
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
         self.meta = meta
         self.version = version
         self.max_pixels = max_pixels
