@@ -80,6 +80,9 @@ def _config_file(path: Path | None) -> dict[str, Any]:
         raise UsageError(f"--config {path}: not JSON ({exc})") from exc
     if not isinstance(data, dict) or not {"model_config", "train_config"} & data.keys():
         raise UsageError(f"--config {path}: expected an object with model_config and/or train_config")
+    for key in ("model_config", "train_config"):
+        if not isinstance(data.get(key), dict | None):
+            raise UsageError(f"--config {path}: {key} must be an object or null; got {json.dumps(data[key])}")
     return data
 
 
@@ -185,7 +188,7 @@ def _without_option(argv: Sequence[str], flag: str) -> list[str]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from model.distributed import launched_by_torchrun, process_group, torchrun_command
+    from model.distributed import check_nproc, launched_by_torchrun, process_group, torchrun_command
 
     configs = _config_file(args.config)
     model_config = _config_from_args(ModelConfig, args, configs.get("model_config"))
@@ -197,6 +200,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} already exists")
     if not launched_by_torchrun():
         if train_config.nproc > 1:
+            check_nproc(train_config.nproc, train_config.device)
             argv = _without_option(args.argv, "--nproc")
             return subprocess.run(torchrun_command(train_config.nproc, argv), check=False).returncode
         return _train_here(args, model_config, train_config, out)

@@ -213,6 +213,12 @@ class TrainConfig(_JsonConfig):
         _one_of("metric", self.metric, METRICS)
         _in_range("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         _in_range("nproc", self.nproc, 1, 256)
+        # Each of several processes needs two rows of every global batch (batch norm); see `train`.
+        if self.nproc > 1 and self.batch_size < 2 * self.nproc:
+            raise ValueError(
+                f"batch_size: must be >= {2 * self.nproc} (two rows for each of {self.nproc} training"
+                f" processes); got {self.batch_size}"
+            )
 
 
 __all__ = [

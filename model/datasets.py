@@ -63,11 +63,11 @@ class DatasetError(ValueError):
     def __init__(self, problems: Sequence[DatasetProblem]) -> None:
         self.problems = list(problems)
         self.counts: dict[str, int] = dict(Counter(p.kind for p in self.problems))
-        super().__init__(_summarize(self.problems))
+        super().__init__(summarize_problems(self.problems))
 
 
-def _summarize(problems: Sequence[DatasetProblem]) -> str:
-    """One line: the first few problems of each kind, with counts."""
+def summarize_problems(problems: Sequence[DatasetProblem]) -> str:
+    """One line: the first few problems of each kind, with counts (the message of a DatasetError)."""
     parts = []
     for kind, count in Counter(p.kind for p in problems).items():
         examples = [str(p) for p in problems if p.kind == kind][:_EXAMPLES_PER_KIND]

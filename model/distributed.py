@@ -10,10 +10,13 @@ decision. Outside a process group every function here is a no-op for a single pr
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -23,6 +26,11 @@ from model.device import available_cpus, resolve_device
 
 # Set by torchrun (and by `torch.distributed.run`) in every process it starts.
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# How long a collective may wait for the slowest rank. The longest wait is by design: the other ranks
+# of a node sit at a barrier while its local rank 0 encodes the whole dataset into the feature cache,
+# which on a large dataset takes far longer than torch's defaults (30 min gloo, 10 min nccl).
+PROCESS_GROUP_TIMEOUT = timedelta(hours=6)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,24 @@ class Ranks:
     def distributed(self) -> bool:
         """Whether more than one process takes part."""
         return self.world_size > 1
+
+
+def parent_death_signal(sig: signal.Signals) -> Callable[[], None]:
+    """A function that makes the process calling it receive `sig` when its parent exits (Linux; else a no-op).
+
+    Safe as `subprocess.Popen(preexec_fn=...)`: libc is loaded here, before the fork. The kernel sends
+    the signal when the *thread* that started the process ends, so start it from a thread that outlives it.
+    """
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_parent_death_signal() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, f"prctl(PR_SET_PDEATHSIG): {os.strerror(number)}")
+
+    return set_parent_death_signal
 
 
 def launched_by_torchrun() -> bool:
@@ -69,6 +95,10 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
 
     On CUDA each process uses the GPU of its local rank.
     """
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # Started by torchrun's agent, in a session of its own: if the agent is killed (and cannot stop
+        # this process itself), this process must not train on alone.
+        parent_death_signal(signal.SIGKILL)()
     target = resolve_device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if target.type == "cuda":
@@ -77,11 +107,21 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
             local = os.environ.get("LOCAL_WORLD_SIZE", "?")
             raise ValueError(f"nproc: {local} processes on this node but only {count} CUDA devices")
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if target.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
     try:
         yield current_ranks()
     finally:
         dist.destroy_process_group()
+
+
+def check_nproc(nproc: int, device: str = "auto") -> None:
+    """ValueError("nproc: ...") when `nproc` processes exceed this machine's GPUs (CUDA) or CPUs (CPU)."""
+    if resolve_device(device).type == "cuda":
+        count, unit = torch.cuda.device_count(), "CUDA devices"
+    else:
+        count, unit = available_cpus(), "CPUs"
+    if nproc > count:
+        raise ValueError(f"nproc: {nproc} training processes but this machine has only {count} {unit}")
 
 
 def cpu_threads_per_process(ranks: Ranks) -> int:
@@ -134,25 +174,36 @@ def local_main_first(ranks: Ranks) -> Iterator[None]:
     """Run the block on each node's local rank 0 first, then on the node's other ranks.
 
     Used around feature encoding: the first rank fills the shared cache, the others then read it.
+    When the block fails on local rank 0, it still reaches the barrier, so that the others do not wait
+    there for `PROCESS_GROUP_TIMEOUT` (they go on, and torchrun stops them once rank 0 has exited).
     """
     if not ranks.distributed:
         yield
         return
     if ranks.local_rank != 0:
         dist.barrier()
-    yield
-    if ranks.local_rank == 0:
-        dist.barrier()
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the block's error is the one to report
+            dist.barrier()
+        raise
+    dist.barrier()
 
 
 __all__ = [
+    "PROCESS_GROUP_TIMEOUT",
     "Ranks",
     "all_reduce",
     "broadcast_buffers",
+    "check_nproc",
     "cpu_threads_per_process",
     "current_ranks",
     "launched_by_torchrun",
     "local_main_first",
+    "parent_death_signal",
     "process_group",
     "shard",
     "torchrun_command",

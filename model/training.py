@@ -416,6 +416,8 @@ def train(
     torch.manual_seed(train_config.seed + ranks.rank)
 
     batch_size = min(train_config.batch_size, len(train_data))
+    # TrainConfig refuses a batch_size below 2 x nproc up front; left for here: a dataset smaller than
+    # the batch, and a world of several nodes (nproc counts the processes of one).
     if ranks.distributed and batch_size < 2 * ranks.world_size:
         raise ValueError(
             f"batch_size: {batch_size} rows cannot give each of {ranks.world_size} processes two rows"

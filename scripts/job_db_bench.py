@@ -1,7 +1,7 @@
 """Latency of the job database on each backend: N x (create + get + update_progress), SQLite vs PostgreSQL.
 
 SQLite uses a temporary file. PostgreSQL uses `--url` (e.g. a server on another host), or else a throwaway
-local cluster with fsync on (tests/pg_cluster.py; needs the server binaries). Also prints what opening a
+local cluster with fsync on (scripts/pg_cluster.py; needs the server binaries). Also prints what opening a
 PostgreSQL connection per call would add, the alternative to the pool that JobStore uses.
 
     .venv/bin/python scripts/job_db_bench.py --n 200
@@ -22,8 +22,8 @@ from typing import Any
 from service.runtime.job_db import mask_password, open_job_database
 from service.runtime.job_store import JobStore
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/
-from tests.pg_cluster import throwaway_cluster
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for scripts.*
+from scripts.pg_cluster import throwaway_cluster
 
 OPERATIONS = ("create", "get", "update_progress")
 
@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"{args.n} rounds of create + get + update_progress (one running job receives the progress)")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        store = JobStore(Path(tmp) / "jobs.sqlite3")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.closing(JobStore(Path(tmp) / "jobs.sqlite3")) as store,
+    ):
         _report("sqlite (WAL, file)", bench_store(store, args.n))
 
     with contextlib.ExitStack() as stack:

@@ -22,8 +22,8 @@ from bench.loadgen import percentile as percentile  # noqa: E402
 from bench.processes import HOST, ManagedProcess, rss_bytes, wait_ready  # noqa: E402
 from bench.processes import free_port as free_port  # noqa: E402
 from model.demo_data import write_demo_dataset  # noqa: E402
+from scripts.tiny_job import TINY_JOB_PARAMS as TINY_JOB_PARAMS  # noqa: E402  (re-exported for the scripts)
 from service.runtime.model_store import ModelStore  # noqa: E402
-from tests.factories import TINY_JOB_PARAMS as TINY_JOB_PARAMS  # noqa: E402  (re-exported for the scripts)
 from tests.factories import make_jpeg, save_tiny_checkpoint  # noqa: E402
 
 _started: list[ServiceProcess] = []

@@ -112,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValidationError as exc:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    _check_job_database(settings)  # first: the demo training may take minutes
     if args.bootstrap_demo:
         bootstrap_demo(settings)
-    _check_job_database(settings)
 
     import uvicorn
 

@@ -7,11 +7,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import torch
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from model.device import configure_cpu_threads
+from model.device import configure_cpu_threads, resolve_device
 from service import __version__
 from service.errors import install_error_handlers
 from service.logging_setup import RequestContextMiddleware, configure_logging
@@ -86,8 +85,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     """Model store, holder, micro-batcher, initial model load and the active-pointer watcher."""
-    gpu = settings.device != "cpu" and torch.cuda.is_available()
-    plan = settings.inference_plan("cuda" if gpu else "cpu")
+    # Resolved as the model loader resolves it: the plan is made for the device the model runs on.
+    plan = settings.inference_plan(resolve_device(settings.device).type)
     log.info(
         "inference: %d thread(s) x %d torch thread(s), batches of up to %d",
         plan.inference_threads,
@@ -134,13 +133,14 @@ async def _training(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     """Dataset and job stores, and (when ``start_worker``) the training worker as a child process."""
     app.state.dataset_store = DatasetStore(settings.data_dir, DatasetLimits.from_settings(settings))
     app.state.job_store = job_store = JobStore.from_settings(settings)
-    supervisor = WorkerSupervisor(settings, job_store) if settings.start_worker else None
-    app.state.worker_supervisor = supervisor
-    if supervisor is not None:
-        supervisor.start()
-    try:
-        yield
-    finally:
+    # Closed even when the worker cannot be started.
+    with contextlib.closing(job_store):
+        supervisor = WorkerSupervisor(settings, job_store) if settings.start_worker else None
+        app.state.worker_supervisor = supervisor
         if supervisor is not None:
-            await asyncio.to_thread(supervisor.stop)
-        job_store.close()
+            supervisor.start()
+        try:
+            yield
+        finally:
+            if supervisor is not None:
+                await asyncio.to_thread(supervisor.stop)

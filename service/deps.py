@@ -63,7 +63,7 @@ async def get_dataset_store(request: Request) -> DatasetStore:
 
 
 async def get_job_store(request: Request) -> JobStore:
-    """The training-job records (SQLite)."""
+    """The training-job records (SQLite or PostgreSQL, per FUSION_JOB_DB_URL)."""
     store: JobStore = request.app.state.job_store
     return store
 

@@ -71,7 +71,8 @@ class _Reader:
     def on_headers_finished(self) -> None:
         disposition, options = parse_options_header(self._headers.get("content-disposition"))
         if disposition != b"form-data" or b"name" not in options:
-            raise APIError(400, "malformed_body", "a multipart part has no 'Content-Disposition: form-data'")
+            message = "malformed multipart body: a part has no 'Content-Disposition: form-data'"
+            raise APIError(400, "malformed_multipart", message)
         name = _decode(options[b"name"], "a form field name")
         self._name = name
         if name == self.file_field:
@@ -163,9 +164,11 @@ async def stream_form_to_file(
                 parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise APIError(400, "malformed_body", f"malformed multipart body ({exc})") from None
+        raise APIError(400, "malformed_multipart", f"malformed multipart body: {exc}") from None
     finally:
         reader.close()
     if not reader.finished:
-        raise APIError(400, "malformed_body", "the multipart body ends before its closing boundary")
+        raise APIError(
+            400, "malformed_multipart", "malformed multipart body: it ends before the closing boundary"
+        )
     return reader.form

@@ -15,9 +15,11 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,8 +32,10 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from model.datasets import DatasetError, split_dataset
+from model.device import configure_cpu_threads
 from service.logging_setup import configure_logging
 from service.runtime.dataset_store import DatasetLimits, DatasetStore, DatasetStoreError
+from service.runtime.job_db import JobDatabaseError
 from service.runtime.job_store import Job, JobStore
 from service.runtime.model_store import ModelStore, ModelStoreError
 from service.schemas.jobs import TrainParams
@@ -51,12 +55,18 @@ _SWEEP_EVERY_S = 30.0
 _PROGRESS_EVERY_S = 0.5
 _CANCEL_CHECK_EVERY_S = 0.5
 _LOG_EVERY_S = 5.0
-# How long torchrun gets to stop its training processes after SIGTERM before they are killed.
-_TERMINATE_WAIT_S = 30.0
+# How long torchrun gets to stop its training processes after SIGTERM before it is killed (they die
+# with it), and then how long their output may take to drain. Twice this stays well below the API's
+# stop timeout (`WorkerSupervisor`), which kills this worker without a chance to stop torchrun.
+TERMINATE_WAIT_S = 5.0
 
 
 class JobError(Exception):
     """A job failure whose message is meant for the job's owner as it is."""
+
+
+class JobLost(Exception):
+    """The job stopped running on this worker (another worker declared it dead): record nothing more."""
 
 
 def make_worker_id(pid: int, token: str) -> str:
@@ -85,9 +95,10 @@ def worker_alive(worker_id: str) -> bool | None:
 class _Heartbeat:
     """Beats a running job's heartbeat from a thread, so that long silent stages do not look dead."""
 
-    def __init__(self, jobs: JobStore, job_id: str) -> None:
+    def __init__(self, jobs: JobStore, job_id: str, worker_id: str) -> None:
         self._jobs = jobs
         self._job_id = job_id
+        self._worker_id = worker_id
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id[:8]}", daemon=True)
 
@@ -102,7 +113,10 @@ class _Heartbeat:
     def _run(self) -> None:
         while not self._done.wait(HEARTBEAT_S):
             try:
-                self._jobs.heartbeat(self._job_id)
+                if not self._jobs.heartbeat(self._job_id, self._worker_id) and not self._done.is_set():
+                    # Declared dead by another worker: the training's stop check ends the job.
+                    log.warning("job %s: no longer running on this worker; heartbeats stop", self._job_id)
+                    return
             except Exception:  # a busy database must not kill the job; the next beat retries
                 log.warning("heartbeat of job %s failed", self._job_id, exc_info=True)
 
@@ -166,8 +180,13 @@ class Worker:
         self.datasets = DatasetStore(data_dir, DatasetLimits.from_settings(settings))
         self.models = ModelStore(settings.model_dir)
         self.cache_dir = data_dir / "cache" / "features"
+        self.work_dir = data_dir / "cache" / "jobs"  # one folder per job that trains under torchrun
         self._stop = threading.Event()
         self._last_sweep = 0.0
+
+    def close(self) -> None:
+        """Release the job database's connections (after `run` or the last `run_once`)."""
+        self.jobs.close()
 
     def stop(self) -> None:
         """Finish soon: a running job stops at its next step and goes back to the queue."""
@@ -210,6 +229,7 @@ class Worker:
             self.settings.model_dir,
         )
         self.recover()
+        self._remove_stale_work_dirs()
         while not self.stopping:
             if self.run_once() is None:
                 if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
@@ -229,23 +249,28 @@ class Worker:
             job.validation,
             job.promote,
         )
-        with _Heartbeat(self.jobs, job.id):
+        with _Heartbeat(self.jobs, job.id, self.worker_id):
             self._run(job)
         return self.jobs.get(job.id)
 
     def _run(self, job: Job) -> None:
-        # The training code loads on the first job, so that starting stays quick.
         from model.training import TrainingCancelled
 
         try:
             self._train_and_store(job)
         except TrainingCancelled:
             if self.jobs.cancel_requested(job.id):
-                self.jobs.mark_cancelled(job.id)
-                log.info("job %s: cancelled; nothing was written to the model store", job.id)
+                recorded = self.jobs.mark_cancelled(job.id, worker_id=self.worker_id)
+                outcome = "cancelled; nothing was written to the model store"
             else:
-                self.jobs.requeue(job.id)
-                log.info("job %s: worker stopping; job put back in the queue", job.id)
+                recorded = self.jobs.requeue(job.id, worker_id=self.worker_id)
+                outcome = "worker stopping; job put back in the queue"
+            if recorded:
+                log.info("job %s: %s", job.id, outcome)
+            else:
+                self._lost(job, "stopped")
+        except JobLost as exc:
+            self._lost(job, str(exc))
         except JobError as exc:
             self._fail(job, str(exc))
         except DatasetError as exc:
@@ -257,20 +282,35 @@ class Worker:
             self._fail(job, f"{type(exc).__name__}: {exc}")
 
     def _fail(self, job: Job, message: str) -> None:
-        self.jobs.mark_failed(job.id, message)
-        log.error("job %s: failed: %s", job.id, message)
+        if self.jobs.mark_failed(job.id, message, worker_id=self.worker_id):
+            log.error("job %s: failed: %s", job.id, message)
+        else:
+            self._lost(job, f"failed ({message})")
+
+    def _lost(self, job: Job, outcome: str) -> None:
+        current = self.jobs.get(job.id)
+        status = "gone" if current is None else f"{current.status.value}, worker {current.worker_id}"
+        log.warning(
+            "job %s: %s, but it is no longer running on this worker (now %s); nothing recorded",
+            job.id,
+            outcome,
+            status,
+        )
 
     def _should_stop(self, job_id: str) -> Callable[[], bool]:
         last_check = 0.0
-        cancelled = False
+        stop = False
 
         def should_stop() -> bool:
-            nonlocal last_check, cancelled
+            """True once the job is cancelled or no longer running on this worker, or the worker stops."""
+            nonlocal last_check, stop
             now = time.monotonic()
-            if not cancelled and now - last_check >= _CANCEL_CHECK_EVERY_S:
-                cancelled = self.jobs.cancel_requested(job_id)
+            if not stop and now - last_check >= _CANCEL_CHECK_EVERY_S:
+                job = self.jobs.get(job_id)
+                # Another worker fails a job whose heartbeats stopped: training on would promote a failed job.
+                stop = job is None or job.cancel_requested or not job.runs_on(self.worker_id)
                 last_check = now
-            return cancelled or self.stopping
+            return stop or self.stopping
 
         return should_stop
 
@@ -337,6 +377,11 @@ class Worker:
             )
         except Exception as exc:
             raise JobError(f"could not save the model: {exc}") from exc
+        # A job another worker declared dead reads "failed": its model must not go live. The saved version
+        # stays in the store, inactive (an operator may still activate it by hand).
+        current = self.jobs.get(job.id)
+        if current is None or not current.runs_on(self.worker_id):
+            raise JobLost(f"trained; version {path.name} saved but not activated")
         promotion = self._promote(job, path.name, metric, value)
         metrics = {
             **result.metrics,
@@ -356,14 +401,17 @@ class Worker:
             "eta_s": 0.0,
             "fraction": 1.0,
         }
-        self.jobs.mark_succeeded(
+        recorded = self.jobs.mark_succeeded(
             job.id,
+            worker_id=self.worker_id,
             metrics=metrics,
             history=result.history,
             model_version=path.name,
             promoted=promotion["promoted"],
             progress=done,
         )
+        if not recorded:
+            raise JobLost(f"trained and saved version {path.name} ({promotion['reason']})")
         log.info(
             "job %s: succeeded, version %s, %s %.4f; %s",
             job.id,
@@ -384,12 +432,16 @@ class Worker:
     ) -> TrainResult:
         """Train in `train_config.nproc` processes under torchrun; returns the model they wrote."""
         from model.checkpoint import CheckpointError, load_checkpoint
-        from model.distributed import torchrun_command
+        from model.distributed import check_nproc, torchrun_command
         from model.training import TrainResult
 
-        work_root = self.settings.data_dir / "cache" / "jobs"
-        work_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"{job.id}-", dir=work_root) as tmp:
+        try:
+            check_nproc(train_config.nproc, train_config.device)
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Named after the job, so that `_remove_stale_work_dirs` can tell whose it is.
+        with tempfile.TemporaryDirectory(prefix=f"{job.id}-", dir=self.work_dir) as tmp:
             work = Path(tmp)
             config = work / "config.json"
             recipe = {"model_config": model_config.to_dict(), "train_config": train_config.to_dict()}
@@ -407,6 +459,20 @@ class Worker:
             raise JobError("the training data changed while the job ran; run the job again")
         extra = meta["extra"]
         return TrainResult(model, extra["history"], meta["metrics"], extra["best_epoch"])
+
+    def _remove_stale_work_dirs(self) -> None:
+        """Delete the torchrun work folders of jobs not running (left behind by a worker that was killed)."""
+        if not self.work_dir.is_dir():
+            return
+        # Listed before asking the store: a folder seen here was made after its job was claimed, so a job
+        # still running (on any worker sharing this data directory) is among the running ones.
+        folders = list(self.work_dir.iterdir())
+        running = {job.id for job in self.jobs.running_jobs()}
+        for folder in folders:
+            job_id = folder.name.rpartition("-")[0]
+            if job_id not in running:
+                log.info("removing %s, left behind by job %s", folder, job_id or "?")
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _train_command_args(self, job: Job, train_config: TrainConfig, config: Path, out: Path) -> list[str]:
         """`python -m model train` arguments for this job's datasets, validation and recipe file."""
@@ -472,12 +538,21 @@ def _run_training_processes(
 ) -> None:
     """Run a torchrun `command` to its end, relaying its progress; TrainingCancelled when `should_stop()`.
 
-    Its own session, so that stopping it signals torchrun, which stops its training processes.
+    Its own session, so that stopping it signals torchrun, which stops its training processes. torchrun
+    also gets SIGTERM when this worker dies, however it dies: a parent-death signal, which the kernel
+    ties to the calling thread (it outlives the process: it waits here until the process has ended).
     """
+    from model.distributed import parent_death_signal
     from model.training import TrainingCancelled
 
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",  # a stray non-UTF-8 byte from a training process must not stop the relay
+        start_new_session=True,
+        preexec_fn=parent_death_signal(signal.SIGTERM),
     )
     tail: deque[str] = deque(maxlen=20)
     relay = threading.Thread(
@@ -496,8 +571,8 @@ def _run_training_processes(
     finally:
         if process.poll() is None:
             _terminate(process)
-        # Bounded: training processes that outlived a killed torchrun would hold the pipe open.
-        relay.join(timeout=_TERMINATE_WAIT_S)
+        # Bounded: a training process stuck in the kernel may hold the pipe open even after SIGKILL.
+        relay.join(timeout=TERMINATE_WAIT_S)
     if process.returncode != 0:
         errors = [line for line in tail if line.startswith("error: ")]
         detail = (errors or list(tail) or ["no output"])[-1]
@@ -512,28 +587,31 @@ def _relay_output(
 
     for raw in stream:
         line = raw.rstrip()
-        if line.startswith('{"progress"'):
-            try:
+        # Whatever a line holds (or a store hiccup), the reading goes on: the processes would block on a
+        # full pipe.
+        try:
+            if line.startswith('{"progress"'):
                 on_progress(Progress(**json.loads(line)["progress"]))
-                continue
-            except (
-                Exception
-            ):  # a store hiccup must not stop the reading, or the processes block on a full pipe
-                log.warning("job %s: progress line not recorded", job_id, exc_info=True)
-        if line:
-            log.info("job %s: %s", job_id, line)
-            tail.append(line)
+            elif line:
+                log.info("job %s: %s", job_id, line)
+                tail.append(line)
+        except Exception:
+            log.warning("job %s: output line not relayed: %.200s", job_id, line, exc_info=True)
 
 
 def _terminate(process: subprocess.Popen[str]) -> None:
-    """SIGTERM to the process's session (torchrun forwards it), SIGKILL if it has not exited in time."""
+    """SIGTERM to torchrun's process group (it stops its training processes), SIGKILL if it lingers.
+
+    The training processes run in sessions of their own; a killed torchrun takes them along through
+    their parent-death signal (`model.distributed.process_group`).
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
         try:
-            process.wait(timeout=_TERMINATE_WAIT_S)
+            process.wait(timeout=TERMINATE_WAIT_S)
             return
         except subprocess.TimeoutExpired:
             continue
@@ -554,16 +632,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     settings = Settings()
     configure_logging(settings)
-    from model.device import configure_cpu_threads  # imports torch: after --help, which stays quick
-
+    token = args.worker_token or uuid.uuid4().hex[:8]
+    try:
+        worker = Worker(
+            settings,
+            worker_id=make_worker_id(os.getpid(), token),
+            parent_pid=os.getppid() if args.exit_with_parent else None,
+        )
+    except JobDatabaseError as exc:  # e.g. a bad FUSION_JOB_DB_URL: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # Training sizes nothing itself; this process may use every CPU it is allowed (its affinity).
     threads = configure_cpu_threads()
-    token = args.worker_token or uuid.uuid4().hex[:8]
-    worker = Worker(
-        settings,
-        worker_id=make_worker_id(os.getpid(), token),
-        parent_pid=os.getppid() if args.exit_with_parent else None,
-    )
     log.info("worker %s: %d torch CPU threads", worker.worker_id, threads)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -572,7 +652,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        worker.close()
     return 0
 
 

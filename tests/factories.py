@@ -26,21 +26,6 @@ SAMPLE_TEXTS = (
 )
 
 
-# Job params (POST /jobs "params") that train in a few seconds on two cores: cnn + bow at 32 px.
-TINY_JOB_PARAMS: dict[str, Any] = {
-    "image_encoder": "cnn",
-    "text_encoder": "bow",
-    "fusion": "gated",
-    "pretrained": False,
-    "image_size": 32,
-    "hidden_dim": 16,
-    "embed_dim": 16,
-    "max_text_tokens": 16,
-    "batch_size": 16,
-    "patience": 0,
-}
-
-
 def make_image(
     color: Color = (200, 40, 40), size: tuple[int, int] = (32, 32), *, mode: str = "RGB"
 ) -> Image.Image:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset
+from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, summarize_problems
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class DatasetStore:
         """
         check_name(name)
         if (self.root / name).exists():
-            raise DatasetExists(f"a dataset named {name!r} already exists", field="name")
+            raise _exists(name)
         try:
             zf = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
@@ -251,8 +252,14 @@ class DatasetStore:
             info = _describe(name, tmp, strict=True, skip_invalid=skip_invalid)
             with self._lock:
                 if (self.root / name).exists():
-                    raise DatasetExists(f"a dataset named {name!r} already exists", field="name")
-                os.rename(tmp, self.root / name)
+                    raise _exists(name)
+                try:
+                    os.rename(tmp, self.root / name)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                    # The lock is per process: another API replica placed this name since the check.
+                    raise _exists(name) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -286,6 +293,10 @@ class DatasetStore:
                         shutil.rmtree(path, ignore_errors=True)
                     else:
                         path.unlink()
+
+
+def _exists(name: str) -> DatasetExists:
+    return DatasetExists(f"a dataset named {name!r} already exists", field="name")
 
 
 def _mkdtemp(parent: Path) -> str:
@@ -433,7 +444,7 @@ def _describe(name: str, path: Path, *, strict: bool = False, skip_invalid: bool
             errors.append(f"{prefix}{exc}")
             continue
         if strict and ds.skipped and not skip_invalid:
-            raise InvalidDataset(f"{prefix}{DatasetError(ds.problems)}", field="file")
+            raise InvalidDataset(f"{prefix}{summarize_problems(ds.problems)}", field="file")
         splits.append(
             SplitInfo(split, len(ds), ds.label_counts(), ds.skipped, ds.fingerprint, ds.skipped_kinds)
         )

@@ -152,7 +152,8 @@ class PostgresDatabase(JobDatabase):
         try:
             psycopg.connect(url, connect_timeout=max(1, round(connect_timeout_s))).close()
         except psycopg.Error as exc:
-            reason = " ".join(str(exc).split())
+            # libpq echoes a URL it cannot parse, password included.
+            reason = " ".join(str(exc).split()).replace(url, mask_password(url))
             raise JobDatabaseError(
                 f"cannot connect to {URL_SETTING}={mask_password(url)}: {reason}"
             ) from None
@@ -198,23 +199,25 @@ class PostgresDatabase(JobDatabase):
 def mask_password(url: str) -> str:
     """The URL with its password replaced by ``***``, fit for logs and error messages."""
     parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and all(key != "password" for key, _ in query):
+        return url  # as given: rebuilding would also normalise it (``sqlite:///x`` -> ``sqlite:/x``)
     if parts.password is not None:
         host = parts.netloc.rsplit("@", 1)[1]
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    query = [
-        (key, "***" if key == "password" else value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+    masked = [(key, "***" if key == "password" else value) for key, value in query]
+    return urlunsplit(parts._replace(query=urlencode(masked, safe="*")))
 
 
 def open_job_database(url: str | None, sqlite_path: Path) -> JobDatabase:
     """PostgreSQL for a ``postgresql://`` URL; the SQLite file at ``sqlite_path`` when the URL is empty."""
     if not url or not url.strip():
         return SqliteDatabase(sqlite_path)
-    scheme = urlsplit(url.strip()).scheme.lower()
+    url = url.strip()
+    scheme = urlsplit(url).scheme.lower()
     if scheme not in POSTGRES_SCHEMES:
         raise JobDatabaseError(
             f"{URL_SETTING}={mask_password(url)} is not a postgresql:// URL (leave it empty for SQLite)"
         )
-    return PostgresDatabase(url.strip())
+    # libpq takes the scheme in lower case only (``PostgreSQL://`` would be read as key=value pairs).
+    return PostgresDatabase(scheme + url[len(scheme) :])

@@ -86,6 +86,10 @@ class Job:
         """True once the job reached a final state."""
         return self.status in FINAL_STATUSES
 
+    def runs_on(self, worker_id: str) -> bool:
+        """Whether the job is running on this worker (not finished, nor declared dead by another worker)."""
+        return self.status is JobStatus.RUNNING and self.worker_id == worker_id
+
     @property
     def dataset_names(self) -> set[str]:
         """Names of the datasets this job reads (split suffixes stripped)."""
@@ -132,6 +136,13 @@ class JobStore:
             if isinstance(database, JobDatabase)
             else SqliteDatabase(Path(database), busy_timeout_s=busy_timeout_s)
         )
+        try:
+            self._create_schema()
+        except BaseException:
+            self.database.close()
+            raise
+
+    def _create_schema(self) -> None:
         # Under the write lock: the API and a worker may open a new database at the same moment.
         with self.database.transaction() as conn:
             for statement in _SCHEMA:
@@ -262,12 +273,14 @@ class JobStore:
                     (json.dumps(progress), json.dumps(history), time.time(), job_id),
                 )
 
-    def heartbeat(self, job_id: str) -> None:
-        """Mark a running job's worker as alive now."""
+    def heartbeat(self, job_id: str, worker_id: str) -> bool:
+        """Mark the job's worker as alive now; False when the job is no longer running on that worker."""
         with self.database.connect() as conn:
-            conn.execute(
-                "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'", (time.time(), job_id)
+            cursor = conn.execute(
+                "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND worker_id = ?",
+                (time.time(), job_id, worker_id),
             )
+            return cursor.rowcount == 1
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel this job."""
@@ -289,29 +302,33 @@ class JobStore:
             )
         return self.get(job_id)
 
-    def _finish(self, job_id: str, status: JobStatus, **columns: Any) -> bool:
+    def _finish(self, job_id: str, worker_id: str, status: JobStatus, **columns: Any) -> bool:
+        """Move a job that is running on `worker_id` to a final state; False when it is not (any more)."""
         assignments = ", ".join(f"{name} = ?" for name in columns)
         with self.database.connect() as conn:
             cursor = conn.execute(
                 f"UPDATE jobs SET status = ?, finished_at = ?{', ' if columns else ''}{assignments}"
-                " WHERE id = ? AND status = 'running'",
-                (status.value, time.time(), *columns.values(), job_id),
+                " WHERE id = ? AND status = 'running' AND worker_id = ?",
+                (status.value, time.time(), *columns.values(), job_id, worker_id),
             )
-        return cursor.rowcount == 1
+            # Read before the connection goes back (PostgreSQL's pool) or is closed (SQLite).
+            return cursor.rowcount == 1
 
     def mark_succeeded(
         self,
         job_id: str,
         *,
+        worker_id: str,
         metrics: dict[str, Any],
         history: list[dict[str, Any]],
         model_version: str,
         promoted: bool,
         progress: dict[str, Any] | None = None,
     ) -> bool:
-        """Record a finished training run and the model version it produced."""
+        """Record a finished training run and the model version it produced; False if `worker_id` lost it."""
         return self._finish(
             job_id,
+            worker_id,
             JobStatus.SUCCEEDED,
             metrics=json.dumps(metrics),
             history=json.dumps(history),
@@ -320,23 +337,23 @@ class JobStore:
             progress=None if progress is None else json.dumps(progress),
         )
 
-    def mark_failed(self, job_id: str, error: str) -> bool:
-        """Record that a running job failed, with a message for its owner."""
-        return self._finish(job_id, JobStatus.FAILED, error=error)
+    def mark_failed(self, job_id: str, error: str, *, worker_id: str) -> bool:
+        """Record that a job running on `worker_id` failed, with a message for its owner."""
+        return self._finish(job_id, worker_id, JobStatus.FAILED, error=error)
 
-    def mark_cancelled(self, job_id: str) -> bool:
-        """Record that a running job stopped on request."""
-        return self._finish(job_id, JobStatus.CANCELLED)
+    def mark_cancelled(self, job_id: str, *, worker_id: str) -> bool:
+        """Record that a job running on `worker_id` stopped on request."""
+        return self._finish(job_id, worker_id, JobStatus.CANCELLED)
 
-    def requeue(self, job_id: str) -> bool:
-        """Put a running job back at its place in the queue (its worker is shutting down)."""
+    def requeue(self, job_id: str, *, worker_id: str) -> bool:
+        """Put a job running on `worker_id` back at its place in the queue (its worker is shutting down)."""
         with self.database.connect() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET status = 'queued', worker_id = NULL, started_at = NULL, heartbeat_at = NULL,"
-                " progress = NULL, history = '[]' WHERE id = ? AND status = 'running'",
-                (job_id,),
+                " progress = NULL, history = '[]' WHERE id = ? AND status = 'running' AND worker_id = ?",
+                (job_id, worker_id),
             )
-        return cursor.rowcount == 1
+            return cursor.rowcount == 1
 
     def running_jobs(self) -> list[Job]:
         """Jobs currently marked running, oldest first."""

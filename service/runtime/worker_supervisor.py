@@ -17,11 +17,14 @@ from pydantic import SecretStr
 
 from service.runtime.job_store import JobStore
 from service.settings import Settings
-from service.worker import make_worker_id
+from service.worker import TERMINATE_WAIT_S, make_worker_id
 
 log = logging.getLogger(__name__)
 
 _HEALTHY_RUN_S = 60.0
+# How long `stop()` gives the worker before killing it: time to stop a job's torchrun (SIGTERM, then
+# SIGKILL, then the output drained: twice TERMINATE_WAIT_S at most) and put the job back in the queue.
+_STOP_TIMEOUT_S = 3 * TERMINATE_WAIT_S
 
 
 def child_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
@@ -76,7 +79,7 @@ class WorkerSupervisor:
         *,
         restart_delay_s: float = 1.0,
         max_restart_delay_s: float = 30.0,
-        stop_timeout_s: float = 15.0,
+        stop_timeout_s: float = _STOP_TIMEOUT_S,
     ) -> None:
         self.settings = settings
         self.job_store = job_store

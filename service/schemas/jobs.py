@@ -46,7 +46,9 @@ class TrainParams(BaseModel):
     vocab_size: int = Field(default=_M.vocab_size, ge=2, le=1_000_000, description="bow/lstm vocabulary")
     embed_dim: int = Field(default=_M.embed_dim, ge=1, le=4096, description="bow / lstm embedding width")
     epochs: int = Field(default=_T.epochs, ge=1, le=500)
-    batch_size: int = Field(default=_T.batch_size, ge=1, le=4096)
+    batch_size: int = Field(
+        default=_T.batch_size, ge=1, le=4096, description="the global batch: at least 2 x nproc rows"
+    )
     lr: float = Field(default=_T.lr, gt=0.0, le=1.0)
     encoder_lr: float = Field(default=_T.encoder_lr, ge=0.0, le=1.0, description="for fine-tuned encoders")
     weight_decay: float = Field(default=_T.weight_decay, ge=0.0, le=10.0)
@@ -69,7 +71,8 @@ class TrainParams(BaseModel):
         default=_T.nproc,
         ge=1,
         le=256,
-        description="training processes on the worker's machine (data-parallel via torchrun, one per GPU)",
+        description="training processes on the worker's machine (data-parallel via torchrun, one per GPU);"
+        " more than its GPUs (CPUs without CUDA) fails the job at its start",
     )
 
     def configs(

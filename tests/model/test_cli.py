@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from model.demo_data import write_demo_dataset
+from model.device import available_cpus
 from tests.factories import make_jpeg
 
 TINY = [
@@ -138,6 +139,8 @@ def bad_inputs(root: Path, checkpoint: Path) -> dict[str, list[str]]:
     (root / "garbage.jpg").write_bytes(b"not an image")
     (root / "empty-checkpoint").mkdir()
     (root / "image.jpg").write_bytes(make_jpeg())
+    (root / "list-config.json").write_text(json.dumps({"model_config": [1]}))
+    broken, many = str(root / "broken"), available_cpus() + 1
     return {
         "missing dataset": ["train", str(root / "nope"), *TINY],
         "invalid dataset": ["train", str(root / "broken"), *TINY],
@@ -150,13 +153,24 @@ def bad_inputs(root: Path, checkpoint: Path) -> dict[str, list[str]]:
         "nothing to predict": ["predict", str(checkpoint)],
         "unreadable image": ["predict", str(checkpoint), "--image", str(root / "garbage.jpg")],
         "missing image": ["predict", str(checkpoint), "--image", str(root / "gone.jpg")],
+        "config value not an object": ["train", broken, "--config", str(root / "list-config.json")],
+        "batch too small for nproc": ["train", broken, *TINY, "--batch-size", "3", "--nproc", "2"],
+        "more processes than CPUs": [
+            "train",
+            broken,
+            *TINY,
+            "--nproc",
+            str(many),
+            "--batch-size",
+            str(2 * many),
+        ],
     }
 
 
 CASES = [
     "missing dataset", "invalid dataset", "bad option value", "unknown option", "unknown command",
     "val split without val", "bad checkpoint", "missing checkpoint", "nothing to predict", "unreadable image",
-    "missing image",
+    "missing image", "config value not an object", "batch too small for nproc", "more processes than CPUs",
 ]  # fmt: skip
 
 
@@ -169,6 +183,21 @@ def test_bad_input_exits_nonzero_with_one_line(
     assert out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+
+
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("config value not an object", "model_config must be an object or null; got [1]"),
+        ("batch too small for nproc", "batch_size: must be >= 4"),
+        ("more processes than CPUs", f"nproc: {available_cpus() + 1} training processes"),
+    ],
+)
+def test_bad_recipe_error_names_the_field(
+    case: str, problem: str, tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, _, err = run(bad_inputs(tmp_path, checkpoint)[case], capsys)
+    assert problem in err
 
 
 def test_invalid_dataset_error_names_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -119,6 +119,15 @@ def test_supports_missing_modality(overrides: dict[str, Any], expected: bool) ->
     assert ModelConfig(**overrides).supports_missing_modality is expected
 
 
+def test_batch_size_below_two_rows_per_process_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^batch_size: must be >= 8 .* got 7$"):
+        TrainConfig(nproc=4, batch_size=7)
+
+
+def test_batch_size_of_two_rows_per_process_is_accepted() -> None:
+    assert TrainConfig(nproc=4, batch_size=8).batch_size == 8
+
+
 def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3  # type: ignore[misc]

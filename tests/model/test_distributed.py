@@ -11,18 +11,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from model.checkpoint import read_checkpoint_meta
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset
-from model.distributed import Ranks, shard
+from model.device import available_cpus
+from model.distributed import (
+    PROCESS_GROUP_TIMEOUT,
+    Ranks,
+    check_nproc,
+    parent_death_signal,
+    process_group,
+    shard,
+)
 from model.training import TrainResult, train
 from tests.factories import tiny_model_config
 
@@ -146,3 +160,92 @@ def test_rank_zero_alone_reports_progress(fusion: Runs, xor_train_config: TrainC
 def test_nproc_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^nproc: "):
         TrainConfig(nproc=0)
+
+
+def test_more_processes_than_cpus_are_refused() -> None:
+    with pytest.raises(ValueError, match=rf"^nproc: .* only {available_cpus()} CPUs$"):
+        check_nproc(available_cpus() + 1, "cpu")
+
+
+def test_one_process_per_cpu_is_allowed() -> None:
+    check_nproc(available_cpus(), "cpu")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a parent-death signal is Linux only")
+def test_a_process_given_a_parent_death_signal_ends_with_its_parent() -> None:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        started.append(subprocess.Popen(["sleep", "60"], preexec_fn=parent_death_signal(signal.SIGTERM)))
+
+    # The kernel signals when the thread that started the process ends: a thread stands in for a parent.
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+
+    assert started[0].wait(timeout=10) == -signal.SIGTERM
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rank_environment(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """What torchrun sets for a process of a one-node group (without its agent)."""
+    return {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(world_size),
+        "LOCAL_RANK": str(rank),
+        "LOCAL_WORLD_SIZE": str(world_size),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
+def test_the_process_group_waits_long_enough_for_a_large_feature_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in _rank_environment(0, 1, _free_port()).items():
+        monkeypatch.setenv(key, value)
+
+    with process_group("cpu"):
+        backend = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu"))
+        timeout = backend.options._timeout
+
+    assert timeout == PROCESS_GROUP_TIMEOUT
+
+
+# Local rank 0 fails while it fills the feature cache; rank 1 waits for it at the barrier.
+_FAILING_ENCODER = """
+from model.distributed import local_main_first, process_group
+
+with process_group("cpu") as ranks, local_main_first(ranks):
+    if ranks.rank == 0:
+        raise RuntimeError("encoding failed")
+print("rank", ranks.rank, "went on")
+"""
+
+
+@pytest.mark.slow  # two interpreters import torch and join a gloo group (5-10 s on a busy 2-core machine)
+def test_a_failure_on_local_rank_zero_releases_the_ranks_waiting_for_it() -> None:
+    port = _free_port()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FAILING_ENCODER],
+            env={**os.environ, **_rank_environment(rank, 2, port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    try:
+        (_, err0), (out1, _) = (process.communicate(timeout=120) for process in processes)
+    finally:
+        for process in processes:
+            process.kill()
+
+    assert processes[0].returncode != 0 and "RuntimeError: encoding failed" in err0
+    assert processes[1].returncode == 0 and out1 == "rank 1 went on\n"

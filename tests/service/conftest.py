@@ -13,11 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model.demo_data import write_demo_dataset
+from scripts.pg_cluster import PostgresUnavailable, throwaway_cluster
+from scripts.tiny_job import TINY_JOB_PARAMS
 from service.app import create_app
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
-from tests.factories import TINY_JOB_PARAMS, save_tiny_checkpoint
-from tests.pg_cluster import PostgresUnavailable, throwaway_cluster
+from tests.factories import save_tiny_checkpoint
 
 SettingsFactory = Callable[..., Settings]
 VersionFactory = Callable[..., str]

@@ -174,7 +174,7 @@ CORPUS: dict[str, BadInput] = {
     ),
     "dataset-part-without-disposition": BadInput(
         "POST", "/datasets", lambda: _raw_multipart(b"--b\r\nX-Other: 1\r\n\r\nhello\r\n--b--\r\n"),
-        400, "malformed_body", None,
+        400, "malformed_multipart", None,
     ),
     "zip-drive-letter-path": BadInput(
         "POST", "/datasets", lambda: _upload(b"drive", zip_entries({**valid_entries(), "C:/evil.txt": b"x"})),

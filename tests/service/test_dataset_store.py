@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 import zipfile
@@ -172,6 +173,25 @@ def test_existing_name_is_a_conflict(store: DatasetStore, tmp_path: Path) -> Non
     store.create_from_zip("upload", _archive(tmp_path, zip_entries(valid_entries())))
 
     _reject(store, tmp_path, zip_entries(valid_entries()), DatasetExists)
+
+
+def test_same_name_placed_by_another_replica_meanwhile_is_a_conflict(
+    store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rename = os.rename
+
+    def other_replica_first(src: str, dst: Path) -> None:
+        # Another API process (its own lock) renames its upload into place between the check and ours.
+        (dst / "images").mkdir(parents=True)
+        rename(src, dst)
+
+    monkeypatch.setattr("service.runtime.dataset_store.os.rename", other_replica_first)
+    archive = _archive(tmp_path, zip_entries(valid_entries()))
+
+    with pytest.raises(DatasetExists):
+        store.create_from_zip("upload", archive)
+    assert store.names() == ["upload"] and os.listdir(store.root / "upload") == ["images"]
+    assert [p.name for p in store.root.iterdir() if p.name.startswith(".tmp-")] == []
 
 
 @pytest.mark.parametrize("name", ["", "Upper", "-dash-first", "a" * 65, "dot.name", "../x"])

@@ -209,7 +209,7 @@ def test_malformed_multipart_body_is_400(client: TestClient) -> None:
 
     response = client.post("/datasets", content=body, headers=headers)
 
-    assert response.status_code == 400 and _error(response)["code"] == "malformed_body"
+    assert response.status_code == 400 and _error(response)["code"] == "malformed_multipart"
 
 
 def test_duplicated_name_field_is_refused(client: TestClient) -> None:

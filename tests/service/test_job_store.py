@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import threading
@@ -79,9 +80,25 @@ def test_a_database_from_before_skip_invalid_gains_the_column(tmp_path: Path) ->
 
     store = JobStore(path)
 
-    old = store.get("old")
-    assert old is not None and not old.skip_invalid
-    assert store.create("demo", skip_invalid=True).skip_invalid
+    try:
+        old = store.get("old")
+        assert old is not None and not old.skip_invalid
+        assert store.create("demo", skip_invalid=True).skip_invalid
+    finally:
+        store.close()
+
+
+def test_a_database_whose_schema_cannot_be_created_is_closed_again(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE jobs (id TEXT)")  # someone else's jobs table: the index cannot be made
+    database = SqliteDatabase(path)
+
+    with pytest.raises(sqlite3.OperationalError, match="status"):
+        JobStore(database)
+
+    # The WAL file goes away only once the last connection, the database's idle one included, is closed.
+    assert not (tmp_path / "foreign.sqlite3-wal").exists()
 
 
 def test_fraction_validation_round_trips_as_a_number(store: JobStore) -> None:
@@ -91,8 +108,11 @@ def test_fraction_validation_round_trips_as_a_number(store: JobStore) -> None:
 def test_sqlite_database_uses_wal(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite3")
 
-    with sqlite3.connect(store.path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    try:
+        with contextlib.closing(sqlite3.connect(store.path)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
 
 
 def test_sqlite_writes_leave_the_wal_for_the_next_checkpoint(tmp_path: Path) -> None:
@@ -100,10 +120,12 @@ def test_sqlite_writes_leave_the_wal_for_the_next_checkpoint(tmp_path: Path) -> 
     # would checkpoint (fsync, remove the WAL) every time.
     store = JobStore(tmp_path / "jobs.sqlite3")
 
-    store.create("a")
+    try:
+        store.create("a")
 
-    assert (tmp_path / "jobs.sqlite3-wal").stat().st_size > 0
-    store.close()
+        assert (tmp_path / "jobs.sqlite3-wal").stat().st_size > 0
+    finally:
+        store.close()
     assert not (tmp_path / "jobs.sqlite3-wal").exists()
 
 
@@ -204,7 +226,7 @@ def test_cancelling_a_running_job_flags_it_for_the_worker(store: JobStore) -> No
 
     assert flagged is not None and flagged.status is JobStatus.RUNNING
     assert store.cancel_requested(job.id)
-    assert store.mark_cancelled(job.id)
+    assert store.mark_cancelled(job.id, worker_id="w")
     final = store.get(job.id)
     assert final is not None and final.status is JobStatus.CANCELLED
 
@@ -212,9 +234,11 @@ def test_cancelling_a_running_job_flags_it_for_the_worker(store: JobStore) -> No
 def test_finished_jobs_cannot_change_state(store: JobStore) -> None:
     job = store.create("a")
     store.claim_next("w")
-    assert store.mark_succeeded(job.id, metrics={"m": 1}, history=[], model_version="v1", promoted=True)
+    assert store.mark_succeeded(
+        job.id, worker_id="w", metrics={"m": 1}, history=[], model_version="v1", promoted=True
+    )
 
-    assert not store.mark_failed(job.id, "late failure")
+    assert not store.mark_failed(job.id, "late failure", worker_id="w")
     store.request_cancel(job.id)
     final = store.get(job.id)
     assert final is not None
@@ -224,6 +248,36 @@ def test_finished_jobs_cannot_change_state(store: JobStore) -> None:
         True,
         None,
     )
+
+
+def test_only_the_claiming_worker_can_finish_requeue_or_beat_a_job(store: JobStore) -> None:
+    job = store.create("a")
+    store.claim_next("w1")
+
+    assert not store.heartbeat(job.id, "w2")
+    assert not store.mark_succeeded(
+        job.id, worker_id="w2", metrics={}, history=[], model_version="v2", promoted=False
+    )
+    assert not store.mark_failed(job.id, "not mine", worker_id="w2")
+    assert not store.mark_cancelled(job.id, worker_id="w2")
+    assert not store.requeue(job.id, worker_id="w2")
+    running = store.get(job.id)
+    assert running is not None and running.status is JobStatus.RUNNING and running.runs_on("w1")
+    assert store.heartbeat(job.id, "w1")
+
+
+def test_a_job_declared_dead_cannot_be_finished_by_its_old_worker(store: JobStore) -> None:
+    job = store.create("a")
+    store.claim_next("w1")
+    store.fail_worker_jobs("w1", "worker w1 stopped sending heartbeats 61 s ago")
+
+    assert not store.heartbeat(job.id, "w1")
+    assert not store.mark_succeeded(
+        job.id, worker_id="w1", metrics={}, history=[], model_version="v1", promoted=True
+    )
+    failed = store.get(job.id)
+    assert failed is not None and not failed.runs_on("w1")
+    assert (failed.status, failed.model_version, failed.promoted) == (JobStatus.FAILED, None, False)
 
 
 def test_dead_workers_jobs_fail_with_the_reason_and_the_queue_survives(store: JobStore) -> None:
@@ -247,7 +301,7 @@ def test_requeued_job_runs_again_first(store: JobStore) -> None:
     store.claim_next("w")
     store.update_progress(job.id, {"stage": "training"}, [{"epoch": 1}])
 
-    assert store.requeue(job.id)
+    assert store.requeue(job.id, worker_id="w")
 
     again = store.claim_next("w2")
     assert again is not None and again.id == job.id and again.history == [] and again.progress is None
@@ -285,8 +339,11 @@ def test_settings_without_a_url_keep_jobs_in_the_data_dir(make_settings: Setting
 
     store = JobStore.from_settings(settings)
 
-    assert isinstance(store.database, SqliteDatabase)
-    assert store.path == settings.data_dir / "jobs.sqlite3" and store.path.is_file()
+    try:
+        assert isinstance(store.database, SqliteDatabase)
+        assert store.path == settings.data_dir / "jobs.sqlite3" and store.path.is_file()
+    finally:
+        store.close()
 
 
 def test_settings_with_a_postgres_url_share_one_database(

@@ -201,6 +201,7 @@ def test_report_is_a_png_once_the_job_has_epochs(
         ({"params": {"epochs": 0}}, "params.epochs"),
         ({"params": {"epochs": 501}}, "params.epochs"),
         ({"params": {"batch_size": 0}}, "params.batch_size"),
+        ({"params": {"nproc": 4, "batch_size": 4}}, "params.batch_size"),  # fewer than 2 rows per process
         ({"params": {"lr": 2.0}}, "params.lr"),
         ({"params": {"image_encoder": "vgg"}}, "params.image_encoder"),
         ({"params": {"unknown_knob": 1}}, "params.unknown_knob"),

@@ -65,6 +65,19 @@ def test_unreachable_job_database_exits_with_one_line_naming_the_setting(
     assert "FUSION_JOB_DB_URL" in err and "s3cret" not in err
 
 
+def test_bad_job_database_url_fails_before_the_demo_training(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FUSION_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("FUSION_JOB_DB_URL", "mysql://fusion@db.example/fusion")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--bootstrap-demo"])
+    assert exit_info.value.code == 2
+    assert "FUSION_JOB_DB_URL" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "datasets").exists()  # the demo dataset was not even written
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from model.checkpoint import save_checkpoint
+from model.device import available_cpus
 from service.runtime.job_store import Job, JobStatus
 from service.runtime.model_store import ModelStore
+from service.runtime.worker_supervisor import child_env
 from service.schemas.jobs import TrainParams
 from service.settings import Settings
-from service.worker import STALE_AFTER_S, Worker, make_worker_id
+from service.worker import STALE_AFTER_S, JobError, Worker, _run_training_processes, make_worker_id
 from tests.factories import build_tiny_model
 
 Params = dict[str, Any]
 
 
 @pytest.fixture
-def worker(make_settings: Callable[..., Settings], demo_dataset: str) -> Worker:
-    return Worker(make_settings(device="cpu"))
+def worker(make_settings: Callable[..., Settings], demo_dataset: str) -> Iterator[Worker]:
+    worker = Worker(make_settings(device="cpu"))
+    yield worker
+    worker.close()
 
 
 def _queue(worker: Worker, params: Params, **kwargs: Any) -> Job:
@@ -240,6 +247,52 @@ def test_silent_worker_on_another_host_is_declared_dead(worker: Worker, tiny_job
     assert failed is not None and failed.error is not None and "heartbeats" in failed.error
 
 
+def test_job_declared_dead_while_training_stops_and_promotes_nothing(
+    worker: Worker, tiny_job_params: Params
+) -> None:
+    active = _version_with_metric(worker.models, 0.0)
+    job = _queue(worker, {**tiny_job_params, "epochs": 500}, promote="always")
+    thread = _run_in_thread(worker)
+    _wait_for(_training_started(worker, job.id))
+
+    # What another worker's recover() does once this one has been silent for STALE_AFTER_S.
+    assert worker.jobs.fail_worker_jobs(worker.worker_id, "stopped sending heartbeats") == [job.id]
+    thread.join(60)
+
+    assert not thread.is_alive()
+    final = worker.jobs.get(job.id)
+    assert final is not None and final.status is JobStatus.FAILED and final.model_version is None
+    assert final.error == "stopped sending heartbeats"
+    assert [v.version for v in worker.models.list_versions()] == [active]
+    assert worker.models.active_version() == active
+
+
+def test_job_declared_dead_while_saving_keeps_its_version_inactive(
+    worker: Worker, tiny_job_params: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    active = _version_with_metric(worker.models, 0.0)
+    job = _queue(worker, {**tiny_job_params, "epochs": 1}, promote="always")
+
+    def save_then_lose_the_job(*args: Any, **kwargs: Any) -> Path:
+        path = save_checkpoint(*args, **kwargs)
+        worker.jobs.fail_worker_jobs(worker.worker_id, "stopped sending heartbeats")
+        return path
+
+    monkeypatch.setattr("model.checkpoint.save_checkpoint", save_then_lose_the_job)
+
+    done = worker.run_once()
+
+    assert done is not None and done.id == job.id
+    assert (done.status, done.error, done.model_version, done.promoted) == (
+        JobStatus.FAILED,
+        "stopped sending heartbeats",
+        None,
+        False,
+    )
+    assert worker.models.active_version() == active
+    assert len(worker.models.list_versions()) == 2  # the new version stays in the store, inactive
+
+
 def _job_processes(job_id: str) -> list[int]:
     """Pids of live processes whose command line names the job (its torchrun work directory)."""
     pids = []
@@ -289,3 +342,98 @@ def test_cancel_stops_the_training_processes(worker: Worker, tiny_job_params: Pa
     assert final is not None and final.status is JobStatus.CANCELLED and final.model_version is None
     assert worker.models.list_versions() == []
     assert _job_processes(job.id) == []
+
+
+@pytest.mark.slow  # a worker process, torchrun and two training processes start
+def test_killed_worker_takes_its_training_processes_along(worker: Worker, tiny_job_params: Params) -> None:
+    job = _queue(worker, {**tiny_job_params, "epochs": 500, "nproc": 2})
+    # A worker process of its own, killed as the OOM killer or the API's supervisor kills one.
+    env = child_env(worker.settings, dict(os.environ))
+    process = subprocess.Popen([sys.executable, "-m", "service.worker"], env=env)
+    try:
+        _wait_for(_training_started(worker, job.id), timeout=120)
+        assert _job_processes(job.id)
+    finally:
+        process.kill()
+        process.wait()
+
+    try:
+        _wait_for(lambda: _job_processes(job.id) == [], timeout=30)
+    finally:  # should they outlive the worker after all, they must not train on after the test
+        for pid in _job_processes(job.id):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_work_folders_of_jobs_not_running_are_removed_at_start(
+    worker: Worker, tiny_job_params: Params
+) -> None:
+    running = _queue(worker, tiny_job_params)
+    assert worker.jobs.claim_next("elsewhere:1:a") is not None  # another host's, beating: left running
+    failed = _queue(worker, tiny_job_params)
+    assert worker.jobs.claim_next("elsewhere:2:b") is not None
+    worker.jobs.fail_worker_jobs("elsewhere:2:b", "worker process exited with signal 9 (SIGKILL)")
+    folders = {job.id: worker.work_dir / f"{job.id}-k2x9q1" for job in (running, failed)}
+    for folder in folders.values():
+        (folder / "model").mkdir(parents=True)
+
+    worker.stop()
+    worker.run()  # starts, and stops at once
+
+    assert folders[running.id].is_dir()
+    assert not folders[failed.id].exists()
+
+
+def test_more_processes_than_cpus_fail_the_job_before_any_starts(
+    worker: Worker, tiny_job_params: Params
+) -> None:
+    nproc = available_cpus() + 1
+    job = _queue(worker, {**tiny_job_params, "nproc": nproc, "batch_size": 2 * nproc})
+
+    done = worker.run_once()
+
+    assert done is not None and done.id == job.id and done.status is JobStatus.FAILED
+    assert (
+        done.error == f"nproc: {nproc} training processes but this machine has only {available_cpus()} CPUs"
+    )
+    assert not worker.work_dir.exists()
+
+
+# A byte that is not UTF-8, then more than a pipe holds (64 KiB): the reading must go on past the
+# byte, or the process blocks on the full pipe.
+_NOT_UTF8_OUTPUT = r"""
+import sys
+out = sys.stdout.buffer
+out.write(b"\xff\xfe\n")
+out.write((b"x" * 99 + b"\n") * 2000)
+out.write(b"error: broken \xff\n")
+sys.exit(3)
+"""
+
+
+def test_output_that_is_not_utf8_does_not_stop_the_relay() -> None:
+    deadline = time.monotonic() + 30
+
+    with pytest.raises(JobError, match=r"exit status 3\): error: broken \ufffd$"):
+        _run_training_processes(
+            [sys.executable, "-c", _NOT_UTF8_OUTPUT],
+            "job",
+            lambda progress: None,
+            lambda: time.monotonic() > deadline,
+        )
+
+
+def test_bad_job_database_url_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FUSION_DATA_DIR": str(tmp_path / "data"),
+        "FUSION_MODEL_DIR": str(tmp_path / "models"),
+        "FUSION_JOB_DB_URL": "mysql://fusion:s3cret@db.example/fusion",
+    }
+    command = [sys.executable, "-m", "service.worker"]
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "FUSION_JOB_DB_URL" in done.stderr and "s3cret" not in done.stderr

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free 127.0.0.1 port, for tests and benchmarks."""
+"""A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free 127.0.0.1 port, for tests and scripts."""
 
 from __future__ import annotations
 
