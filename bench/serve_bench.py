@@ -593,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "httptools client on uvloop in a separate process, keep-alive, multipart `image` + `text`",
         f"- service settings: max_batch_size={serving.max_batch_size}, "
         f"max_wait_ms={settings.max_wait_ms:g}, max_queue={settings.max_queue}, "
-        f"decode_threads={settings.decode_threads}, inference threads={serving.inference_threads}, "
+        f"decode threads={serving.decode_threads}, inference threads={serving.inference_threads}, "
         f"torch threads={serving.torch_threads}",
     ]
     print(render(ceiling, service, naive, header))

@@ -88,10 +88,11 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     # Resolved as the model loader resolves it: the plan is made for the device the model runs on.
     plan = settings.inference_plan(resolve_device(settings.device).type)
     log.info(
-        "inference: %d thread(s) x %d torch thread(s), batches of up to %d",
+        "inference: %d thread(s) x %d torch thread(s), batches of up to %d, %s",
         plan.inference_threads,
         plan.torch_threads,
         plan.max_batch_size,
+        f"{plan.decode_threads} decode thread(s)" if plan.decode_threads else "decoded on those threads",
     )
     configure_cpu_threads(plan.torch_threads)
     store = ModelStore(settings.model_dir)
@@ -105,7 +106,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         max_batch_size=plan.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
-        decode_threads=settings.decode_threads,
+        decode_threads=plan.decode_threads,
         inference_threads=plan.inference_threads,
         on_batch=app.state.metrics.observe_batch,
     )

@@ -43,7 +43,12 @@ class Settings(BaseSettings):
     max_batch_size: int | None = Field(default=None, ge=1, le=4096, description="None = 32 on GPU, 4 on CPU")
     max_wait_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
     max_queue: int = Field(default=256, ge=1)
-    decode_threads: int = Field(default=2, ge=1, le=64)
+    decode_threads: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="None = 0 on CPU (decoded by the inference threads); on GPU the cores left, at most 8",
+    )
     # Forward passes that may run at once; >1 overlaps batches, each with torch_threads intra-op threads.
     inference_threads: int | None = Field(
         default=None, ge=1, le=64, description="None = 1 on GPU; on CPU one per core, at most 4"
@@ -124,7 +129,8 @@ class Settings(BaseSettings):
 
         Measured on this model (docs/PERFORMANCE.md): on CPU, per-item cost rises with the batch size and
         forwards on one core each outrun one forward on all cores, so small batches on one inference
-        thread per core; on a GPU, large batches from one thread, the cores left to decoding.
+        thread per core, each decoding its own batch (a decode pool would compete with the forwards);
+        on a GPU, large batches from one thread, the other cores decoding in a pool.
         """
         from model.device import available_cpus  # imports torch: only when the plan is made
 
@@ -132,13 +138,18 @@ class Settings(BaseSettings):
         gpu = device_type == "cuda"
         threads = self.inference_threads or (1 if gpu else min(cpus, 4))
         torch_threads = self.torch_threads or (max(1, cpus - 1) if gpu else max(1, cpus // threads))
-        return InferencePlan(self.max_batch_size or (32 if gpu else 4), threads, torch_threads)
+        decode_threads = self.decode_threads
+        if decode_threads is None:
+            decode_threads = min(8, max(1, cpus - 1)) if gpu else 0
+        batch = self.max_batch_size or (32 if gpu else 4)
+        return InferencePlan(batch, threads, torch_threads, decode_threads)
 
 
 @dataclass(frozen=True)
 class InferencePlan:
-    """How the micro-batcher serves: largest batch, concurrent forwards, torch intra-op threads."""
+    """How the micro-batcher serves: largest batch, concurrent forwards, torch intra-op threads, decoders."""
 
     max_batch_size: int
     inference_threads: int
     torch_threads: int
+    decode_threads: int  # 0: each inference thread decodes its own batch

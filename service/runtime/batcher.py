@@ -59,6 +59,7 @@ class _Item:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[ServedPrediction]
     image: Any = None
+    data: bytes | None = None  # still to decode, on the inference thread (no decode pool)
 
 
 _STOP = object()
@@ -77,10 +78,12 @@ def _settle(future: asyncio.Future[ServedPrediction], value: Any, error: BaseExc
 class MicroBatcher:
     """Collects concurrent predictions into batches of up to ``max_batch_size`` within ``max_wait_ms``.
 
-    Images are decoded in ``decode_threads`` threads; forward passes run on ``inference_threads``
-    dedicated threads (one per core with one torch thread each suits small CPU models), never on the
-    event loop. At most ``max_queue`` requests are admitted at a time; beyond that :class:`QueueFullError`.
-    A failing batch is retried item by item so one bad input fails alone.
+    Images are decoded in ``decode_threads`` threads, or with ``decode_threads=0`` by the inference
+    thread just before the forward (no thread competes with the forwards for the cores: best on CPU);
+    forward passes run on ``inference_threads`` dedicated threads (one per core with one torch thread
+    each suits small CPU models), never on the event loop. At most ``max_queue`` requests are admitted
+    at a time; beyond that :class:`QueueFullError`. A failing batch is retried item by item so one bad
+    input fails alone.
     """
 
     def __init__(
@@ -121,7 +124,8 @@ class MicroBatcher:
         """Start the decode pool and the inference threads."""
         if self._threads:
             raise RuntimeError("batcher already started")
-        self._pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="decode")
+        if self._decode_threads > 0:
+            self._pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="decode")
         self._threads = [
             threading.Thread(target=self._run, name=f"inference-{i}", daemon=True)
             for i in range(self._inference_threads)
@@ -160,10 +164,10 @@ class MicroBatcher:
         item = _Item(predictor, text, explain, loop, loop.create_future())
         self._depth += 1
         try:
-            if image is None:
+            if image is None or self._pool is None:
+                item.data = image
                 self._queue.put(item)
             else:
-                assert self._pool is not None
                 with self._lock:
                     self._decoding += 1
                 self._pool.submit(self._decode_and_enqueue, item, image)
@@ -238,8 +242,16 @@ class MicroBatcher:
     def _process(self, batch: list[_Item]) -> None:
         groups: dict[tuple[int, bool], list[_Item]] = {}
         for item in batch:
-            if not item.future.done():  # skip requests whose client is gone
-                groups.setdefault((id(item.predictor), item.explain), []).append(item)
+            if item.future.done():  # skip requests whose client is gone
+                continue
+            if item.data is not None:
+                data, item.data = item.data, None
+                try:
+                    item.image = self._decode(item.predictor, data)
+                except Exception as exc:  # a bad image is this request's error, reported to it alone
+                    self._deliver(item, None, exc)
+                    continue
+            groups.setdefault((id(item.predictor), item.explain), []).append(item)
         if self._on_batch is not None:
             self._on_batch(sum(len(group) for group in groups.values()))
         for group in groups.values():

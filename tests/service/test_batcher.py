@@ -33,10 +33,12 @@ def batches() -> list[int]:
     return []
 
 
-@pytest.fixture
-def batcher(holder: ModelHolder, batches: list[int]) -> Iterator[MicroBatcher]:
+@pytest.fixture(params=[2, 0], ids=["decode-pool", "decode-on-inference-thread"])
+def batcher(
+    holder: ModelHolder, batches: list[int], request: pytest.FixtureRequest
+) -> Iterator[MicroBatcher]:
     batcher = MicroBatcher(
-        holder, max_batch_size=8, max_wait_ms=20, decode_threads=2, on_batch=batches.append
+        holder, max_batch_size=8, max_wait_ms=20, decode_threads=request.param, on_batch=batches.append
     )
     batcher.start()
     yield batcher
@@ -145,6 +147,31 @@ def test_item_the_model_rejects_does_not_fail_its_batch_mates(tmp_path: Path, ba
         batcher.stop()
     assert isinstance(results[2], ValueError)
     assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 2)
+
+
+@pytest.mark.parametrize(("decode_threads", "decoder"), [(2, "decode"), (0, "inference")])
+def test_images_are_decoded_in_the_pool_or_by_the_inference_thread(
+    holder: ModelHolder, decode_threads: int, decoder: str
+) -> None:
+    threads: list[str] = []
+
+    def decode(predictor: Predictor, data: bytes) -> Any:
+        threads.append(threading.current_thread().name)
+        return predictor.preprocess_image(data)
+
+    batcher = MicroBatcher(holder, decode=decode, decode_threads=decode_threads)
+    batcher.start()
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(batcher.predict(make_jpeg(), "t") for _ in range(6)))
+
+    try:
+        assert len(asyncio.run(main())) == 6
+    finally:
+        batcher.stop()
+    assert len(threads) == 6 and all(
+        name.startswith(f"{decoder}-") or name.startswith(f"{decoder}_") for name in threads
+    )
 
 
 def test_full_queue_raises_with_retry_hint(holder: ModelHolder) -> None:

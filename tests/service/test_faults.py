@@ -139,6 +139,7 @@ def test_api_restart_during_a_job_keeps_history_store_and_the_running_job(
     finally:
         resume.set()
         thread.join(60)
+        worker.close()
     final = _job(second, running_id)
     assert final["status"] == "succeeded" and len(final["history"]) == 3
     _wait_for(lambda: _served_version(second) == final["model_version"], what="new version served")
@@ -277,7 +278,11 @@ def test_write_failure_while_saving_fails_the_job_and_nothing_half_written_shows
     job_id = _queue(client, {**tiny_job_params, "epochs": 1}, promote="always")
     inject(monkeypatch)
 
-    Worker(client.app.state.settings).run_once()  # type: ignore[attr-defined]
+    worker = Worker(client.app.state.settings)  # type: ignore[attr-defined]
+    try:
+        worker.run_once()
+    finally:
+        worker.close()
 
     monkeypatch.undo()
     job = _job(client, job_id)

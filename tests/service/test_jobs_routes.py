@@ -16,6 +16,7 @@ from PIL import Image
 
 from model.checkpoint import save_checkpoint
 from model.demo_data import write_demo_dataset
+from service.runtime.job_store import Job
 from service.runtime.model_store import ModelStore
 from service.worker import Worker
 from tests.factories import build_tiny_model, make_jpeg
@@ -44,8 +45,13 @@ def demo(client: TestClient, tmp_path: Path) -> str:
     return "demo"
 
 
-def _worker(client: TestClient) -> Worker:
-    return Worker(client.app.state.settings)  # type: ignore[attr-defined]
+def _run_worker_once(client: TestClient) -> Job | None:
+    """One job through a worker of the app's settings, closed afterwards."""
+    worker = Worker(client.app.state.settings)  # type: ignore[attr-defined]
+    try:
+        return worker.run_once()
+    finally:
+        worker.close()
 
 
 def _create(client: TestClient, **body: Any) -> Any:
@@ -94,7 +100,7 @@ def test_job_lifecycle_ends_with_a_promoted_version_served_without_restart(
     assert response.headers["location"] == f"/jobs/{job['id']}"
     assert (job["status"], job["queue_position"], job["params"]["epochs"]) == ("queued", 1, 3)
 
-    _worker(client).run_once()
+    _run_worker_once(client)
 
     done = client.get(f"/jobs/{job['id']}").json()
     assert done["status"] == "succeeded" and done["promoted"] and done["error"] is None
@@ -117,7 +123,7 @@ def test_if_better_refuses_a_worse_model(
     assert client.post(f"/models/{perfect}/activate", headers=AUTH).status_code == 200
     job = _queue(client, tiny_job_params, promote="if_better")
 
-    _worker(client).run_once()
+    _run_worker_once(client)
 
     done = client.get(f"/jobs/{job['id']}").json()
     assert done["status"] == "succeeded" and not done["promoted"]
@@ -132,7 +138,7 @@ def test_cancel_of_a_queued_job_is_immediate(client: TestClient, demo: str, tiny
     response = client.post(f"/jobs/{job['id']}/cancel", headers=AUTH)
 
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
-    assert _worker(client).run_once() is None
+    assert _run_worker_once(client) is None
     again = client.post(f"/jobs/{job['id']}/cancel", headers=AUTH)
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
 
@@ -141,7 +147,7 @@ def test_cancel_of_a_running_job_discards_its_model(
     client: TestClient, demo: str, tiny_job_params: Params, active_version: str
 ) -> None:
     job = _queue(client, {**tiny_job_params, "epochs": 500}, promote="always")
-    worker = threading.Thread(target=_worker(client).run_once)
+    worker = threading.Thread(target=_run_worker_once, args=(client,))
     worker.start()
     _wait_for(lambda: _status(client, job["id"]) == "running")
 
@@ -166,7 +172,7 @@ def test_events_stream_progress_until_the_job_ends(
     client: TestClient, demo: str, tiny_job_params: Params
 ) -> None:
     job = _queue(client, {**tiny_job_params, "epochs": 30}, promote="never")
-    worker = threading.Thread(target=_worker(client).run_once)
+    worker = threading.Thread(target=_run_worker_once, args=(client,))
     worker.start()
     _wait_for(lambda: _status(client, job["id"]) == "running")
 
@@ -187,7 +193,7 @@ def test_report_is_a_png_once_the_job_has_epochs(
     job = _queue(client, tiny_job_params, promote="never")
     assert client.get(f"/jobs/{job['id']}/report.png").status_code == 409
 
-    _worker(client).run_once()
+    _run_worker_once(client)
     response = client.get(f"/jobs/{job['id']}/report.png")
 
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
@@ -275,7 +281,7 @@ def test_skip_invalid_job_trains_on_a_hand_placed_link_and_counts_the_skipped_ro
     )
     assert job["skip_invalid"] is True
 
-    _worker(client).run_once()
+    _run_worker_once(client)
 
     done = client.get(f"/jobs/{job['id']}").json()
     assert done["status"] == "succeeded", done["error"]

@@ -64,11 +64,11 @@ def test_bad_values_name_the_setting(field: str, value: object) -> None:
 @pytest.mark.parametrize(
     ("cpus", "device", "expected"),
     [
-        (2, "cpu", InferencePlan(4, 2, 1)),  # this project's 2-core machine: one forward per core
-        (16, "cpu", InferencePlan(4, 4, 4)),
-        (1, "cpu", InferencePlan(4, 1, 1)),
-        (16, "cuda", InferencePlan(32, 1, 15)),  # one thread feeds the GPU, the cores decode
-        (1, "cuda", InferencePlan(32, 1, 1)),
+        (2, "cpu", InferencePlan(4, 2, 1, 0)),  # this project's 2-core machine: one forward per core
+        (16, "cpu", InferencePlan(4, 4, 4, 0)),
+        (1, "cpu", InferencePlan(4, 1, 1, 0)),
+        (16, "cuda", InferencePlan(32, 1, 15, 8)),  # one thread feeds the GPU, the cores decode
+        (1, "cuda", InferencePlan(32, 1, 1, 1)),
     ],
 )
 def test_inference_plan_defaults_follow_the_device_and_cores(
@@ -81,10 +81,11 @@ def test_inference_plan_defaults_follow_the_device_and_cores(
 def test_inference_plan_keeps_the_values_that_were_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     settings = Settings(_env_file=None, max_batch_size=16, inference_threads=2)  # type: ignore[call-arg]
-    assert settings.inference_plan("cpu") == InferencePlan(16, 2, 4)
-    assert settings.inference_plan("cuda") == InferencePlan(16, 2, 7)
-    pinned = Settings(_env_file=None, torch_threads=3)  # type: ignore[call-arg]
+    assert settings.inference_plan("cpu") == InferencePlan(16, 2, 4, 0)
+    assert settings.inference_plan("cuda") == InferencePlan(16, 2, 7, 7)
+    pinned = Settings(_env_file=None, torch_threads=3, decode_threads=2)  # type: ignore[call-arg]
     assert pinned.inference_plan("cpu").torch_threads == 3
+    assert pinned.inference_plan("cpu").decode_threads == 2
 
 
 def test_image_types_as_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
