@@ -5,9 +5,11 @@ repository root. Phases, in order:
 
 1. ceiling: ``Predictor.predict_batch`` on image bytes + text (decode, preprocess, forward) in this
    process, at several batch sizes and torch thread counts; the best throughput and the single-item
-   latency (median) are the reference.
+   latency (median) are the references.
 2. service: ``python -m service`` on 127.0.0.1 with a temporary model store; closed-loop load from a
-   separate process (``bench.loadgen``) at each concurrency; then an RSS phase of ``--requests-for-rss``.
+   separate process (``bench.loadgen``) at each concurrency; the two reference settings measured
+   again in this process (the service idle), and the mean of both measurements taken as the
+   reference; then an RSS phase of ``--requests-for-rss``.
 3. naive: ``bench.naive_server`` (decode + forward inside a plain handler) under the same load.
 
 Every server and client runs in its own process group and is stopped on any exit.
@@ -60,21 +62,39 @@ class CeilingRow:
 
 @dataclass(frozen=True)
 class Ceiling:
-    """Every measured row, the best one, and the single-item latency (one caller, lowest median).
+    """Every measured row, and the two reference settings measured once more after the service's load.
 
-    ``best_again`` is the best row measured once more right after the service's load levels: the machine
-    is shared and its speed drifts over a run, so the service is held to the higher of the two.
+    The references are the best row (throughput) and the single-item row (one caller, batch 1, lowest
+    median). The machine is shared and its speed drifts over a run, so both are measured again right
+    after the service's load levels (``best_again``, ``single_again``) and the service is compared with
+    the mean of the two measurements, which bracket its own: a steady drift cancels out.
     """
 
     rows: list[CeilingRow]
-    best: CeilingRow
-    single_item_ms: float
     best_again: CeilingRow | None = None
+    single_again: CeilingRow | None = None
+
+    @property
+    def best(self) -> CeilingRow:
+        """The row with the highest throughput."""
+        return max(self.rows, key=lambda row: row.throughput)
+
+    @property
+    def single(self) -> CeilingRow | None:
+        """One caller, batch 1, lowest median: the in-process single-item latency."""
+        rows = [row for row in self.rows if row.batch_size == 1 and row.callers == 1]
+        return min(rows, key=lambda row: row.batch_p50_ms) if rows else None
 
     @property
     def reference(self) -> float:
-        """The items/s the service is compared with: the best row's higher measurement."""
-        return max(self.best.throughput, self.best_again.throughput if self.best_again else 0.0)
+        """Items/s the service is compared with: the best row's mean over its measurements."""
+        return statistics.mean(row.throughput for row in (self.best, self.best_again) if row)
+
+    @property
+    def single_item_ms(self) -> float:
+        """The single-item latency the service is compared with: the mean over its measurements (ms)."""
+        rows = [row for row in (self.single, self.single_again) if row]
+        return statistics.mean(row.batch_p50_ms for row in rows) if rows else float("nan")
 
     @property
     def best_one_caller(self) -> CeilingRow | None:
@@ -169,9 +189,7 @@ def measure_ceiling(
         for callers, threads in setups
         for size in batch_sizes
     ]
-    single = [row.batch_p50_ms for row in rows if row.batch_size == 1 and row.callers == 1]
-    best = max(rows, key=lambda row: row.throughput)
-    return Ceiling(rows, best, min(single) if single else float("nan"))
+    return Ceiling(rows)
 
 
 def measure_row(
@@ -317,14 +335,20 @@ def render(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None, header
             )
     best = ceiling.best
     lines += ["", "### Summary", ""]
+    again = ceiling.best_again
     lines.append(
         f"- ceiling: {best.throughput:.1f} items/s at batch {best.batch_size}, {best.callers} caller(s) with "
-        f"{best.threads} torch thread(s) each; single-item latency (median) {ceiling.single_item_ms:.1f} ms"
+        f"{best.threads} torch thread(s) each"
+        + (f"; {again.throughput:.1f} measured again after the service's load levels" if again else "")
+        + f"; reference (mean): {ceiling.reference:.1f} items/s"
     )
-    if ceiling.best_again is not None:
+    if ceiling.single is not None:
+        single_again = ceiling.single_again
         lines.append(
-            f"- the same setting again, right after the service's load levels: "
-            f"{ceiling.best_again.throughput:.1f} items/s; the ratios use the higher, {ceiling.reference:.1f}"
+            f"- single-item latency (median of batch-1 calls, 1 caller, {ceiling.single.threads} torch "
+            f"thread(s)): {ceiling.single.batch_p50_ms:.1f} ms"
+            + (f"; {single_again.batch_p50_ms:.1f} ms measured again" if single_again else "")
+            + f"; reference (mean): {ceiling.single_item_ms:.1f} ms"
         )
     one = ceiling.best_one_caller
     if one is not None and one is not best:
@@ -554,22 +578,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         port = free_port()
         service_cmd = [sys.executable, "-m", "service", "--host", HOST, "--port", str(port)]
-        best = ceiling.best
 
-        def measure_best_again() -> None:
-            nonlocal ceiling
-            again = measure_row(
+        def measure_again(row: CeilingRow) -> CeilingRow:
+            return measure_row(
                 predictor,
                 images,
                 texts,
-                callers=best.callers,
-                threads=best.threads,
-                batch_size=best.batch_size,
+                callers=row.callers,
+                threads=row.threads,
+                batch_size=row.batch_size,
                 seconds=args.ceiling_seconds,
             )
-            ceiling = dataclasses.replace(ceiling, best_again=again)
 
-        service = bench_server("service", service_cmd, port, service_env, plan, measure_best_again)
+        def measure_references_again() -> None:
+            nonlocal ceiling
+            single = ceiling.single
+            ceiling = dataclasses.replace(
+                ceiling,
+                best_again=measure_again(ceiling.best),
+                single_again=measure_again(single) if single else None,
+            )
+
+        service = bench_server("service", service_cmd, port, service_env, plan, measure_references_again)
         naive = None
         if not args.skip_naive:
             port = free_port()
@@ -598,7 +628,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     print(render(ceiling, service, naive, header))
     if args.json is not None:
-        results = {"ceiling": asdict(ceiling), "service": asdict(service), "naive": naive and asdict(naive)}
+        references = {"reference": ceiling.reference, "single_item_ms": ceiling.single_item_ms}
+        results = {
+            "ceiling": {**asdict(ceiling), **references},
+            "service": asdict(service),
+            "naive": naive and asdict(naive),
+        }
         args.json.write_text(json.dumps({"args": vars(args), **results}, indent=2, default=str))
 
 
