@@ -69,8 +69,11 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def check_loopback(url: str) -> None:
-    """Refuse any target that is not this machine: the generator is meant to hammer local servers only."""
-    host = urlsplit(url).hostname or ""
+    """Refuse any target that is not plain HTTP on this machine: the generator hammers local servers only."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"url: {url!r} is not an http:// URL (the generator speaks plain HTTP/1.1)")
+    host = parts.hostname or ""
     if host in LOOPBACK_NAMES:
         return
     try:
@@ -171,26 +174,28 @@ async def run_load(
     async def client() -> None:
         nonlocal issued
         connection = _Connection(host, port)
-        while time.perf_counter() < window_end:
-            if total_requests is not None and issued >= total_requests:
-                break
-            request = requests[issued % len(requests)]
-            issued += 1
-            sent = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    status = await connection.exchange(request)
-                kind = "" if status == 200 else f"http_{status}"
-            except (OSError, TimeoutError, httptools.HttpParserError) as exc:
-                kind = type(exc).__name__
-                connection.close()
-            done = time.perf_counter()
-            if window_start <= done <= window_end:
-                if kind:
-                    kinds[kind] += 1
-                else:
-                    latencies.append((done - sent) * 1000.0)
-        connection.close()
+        try:
+            while time.perf_counter() < window_end:
+                if total_requests is not None and issued >= total_requests:
+                    break
+                request = requests[issued % len(requests)]
+                issued += 1
+                sent = time.perf_counter()
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        status = await connection.exchange(request)
+                    kind = "" if status == 200 else f"http_{status}"
+                except (OSError, TimeoutError, httptools.HttpParserError) as exc:
+                    kind = type(exc).__name__
+                    connection.close()
+                done = time.perf_counter()
+                if window_start <= done <= window_end:
+                    if kind:
+                        kinds[kind] += 1
+                    else:
+                        latencies.append((done - sent) * 1000.0)
+        finally:
+            connection.close()
 
     cpu_before = _cpu_seconds()
     await asyncio.gather(*(client() for _ in range(concurrency)))

@@ -55,9 +55,9 @@ _SWEEP_EVERY_S = 30.0
 _PROGRESS_EVERY_S = 0.5
 _CANCEL_CHECK_EVERY_S = 0.5
 _LOG_EVERY_S = 5.0
-# How long torchrun gets to stop its training processes after SIGTERM before it is killed (they die
-# with it), and then how long their output may take to drain. Twice this stays well below the API's
-# stop timeout (`WorkerSupervisor`), which kills this worker without a chance to stop torchrun.
+# How long torchrun gets to stop its training processes after SIGTERM, then again after SIGKILL, and
+# then how long their output may take to drain: three times this at most, which the API's stop
+# timeout (`WorkerSupervisor`) allows for, so that the worker can stop torchrun and re-queue its job.
 TERMINATE_WAIT_S = 5.0
 
 
@@ -114,8 +114,9 @@ class _Heartbeat:
         while not self._done.wait(HEARTBEAT_S):
             try:
                 if not self._jobs.heartbeat(self._job_id, self._worker_id) and not self._done.is_set():
-                    # Declared dead by another worker: the training's stop check ends the job.
-                    log.warning("job %s: no longer running on this worker; heartbeats stop", self._job_id)
+                    # Finished a moment ago, or declared dead by another worker (then the training's stop
+                    # check ends the job, and says so).
+                    log.info("job %s: no longer running on this worker; heartbeats stop", self._job_id)
                     return
             except Exception:  # a busy database must not kill the job; the next beat retries
                 log.warning("heartbeat of job %s failed", self._job_id, exc_info=True)

@@ -1,4 +1,4 @@
-"""MicroBatcher: decode in a small thread pool, then one forward per batch on dedicated inference threads."""
+"""MicroBatcher: one forward per batch on dedicated inference threads; images decoded there or in a pool."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DecodeFn = Callable[["Predictor", bytes], Any]
-"""Turns raw image bytes into the predictor's input tensor (runs in the decode pool)."""
+"""Turns raw image bytes into the predictor's input tensor (in the decode pool, or the inference thread)."""
 
 
 class QueueFullError(RuntimeError):
@@ -76,7 +76,10 @@ def _settle(future: asyncio.Future[ServedPrediction], value: Any, error: BaseExc
 
 
 class MicroBatcher:
-    """Collects concurrent predictions into batches of up to ``max_batch_size`` within ``max_wait_ms``.
+    """Collects concurrent predictions into batches of up to ``max_batch_size``.
+
+    A batch takes what is queued; with a decode pool it also waits up to ``max_wait_ms`` for images
+    still being decoded.
 
     Images are decoded in ``decode_threads`` threads, or with ``decode_threads=0`` by the inference
     thread just before the forward (no thread competes with the forwards for the cores: best on CPU);
@@ -121,7 +124,7 @@ class MicroBatcher:
         return self._depth
 
     def start(self) -> None:
-        """Start the decode pool and the inference threads."""
+        """Start the decode pool (if any) and the inference threads."""
         if self._threads:
             raise RuntimeError("batcher already started")
         if self._decode_threads > 0:

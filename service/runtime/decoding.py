@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class ImagePolicy:
-    """Callable run in the decode pool: format check, then ``predictor.preprocess_image``.
+    """Callable the batcher decodes with: format check, then ``predictor.preprocess_image``.
 
     The pixel limit is the predictor's own (``max_pixels``, checked by ``model.images.load_image``).
     """

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import psycopg
@@ -152,8 +152,7 @@ class PostgresDatabase(JobDatabase):
         try:
             psycopg.connect(url, connect_timeout=max(1, round(connect_timeout_s))).close()
         except psycopg.Error as exc:
-            # libpq echoes a URL it cannot parse, password included.
-            reason = " ".join(str(exc).split()).replace(url, mask_password(url))
+            reason = _without_password(" ".join(str(exc).split()), url)
             raise JobDatabaseError(
                 f"cannot connect to {URL_SETTING}={mask_password(url)}: {reason}"
             ) from None
@@ -207,6 +206,15 @@ def mask_password(url: str) -> str:
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
     masked = [(key, "***" if key == "password" else value) for key, value in query]
     return urlunsplit(parts._replace(query=urlencode(masked, safe="*")))
+
+
+def _without_password(text: str, url: str) -> str:
+    """``text`` (a libpq error) with the URL's password masked: libpq echoes what it cannot parse."""
+    text = text.replace(url, mask_password(url))
+    password = urlsplit(url).password
+    for form in {password, unquote(password)} if password else ():
+        text = text.replace(form, "***")
+    return text
 
 
 def open_job_database(url: str | None, sqlite_path: Path) -> JobDatabase:

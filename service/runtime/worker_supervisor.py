@@ -22,9 +22,10 @@ from service.worker import TERMINATE_WAIT_S, make_worker_id
 log = logging.getLogger(__name__)
 
 _HEALTHY_RUN_S = 60.0
-# How long `stop()` gives the worker before killing it: time to stop a job's torchrun (SIGTERM, then
-# SIGKILL, then the output drained: twice TERMINATE_WAIT_S at most) and put the job back in the queue.
-_STOP_TIMEOUT_S = 3 * TERMINATE_WAIT_S
+# How long `stop()` gives the worker before killing it: time to stop a job's torchrun (a wait after
+# SIGTERM, one after SIGKILL, one for the output to drain: 3 x TERMINATE_WAIT_S at most), notice the
+# stop (a poll of 0.5 s) and put the job back in the queue.
+_STOP_TIMEOUT_S = 3 * TERMINATE_WAIT_S + 5.0
 
 
 def child_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:

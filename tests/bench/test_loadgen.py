@@ -89,6 +89,8 @@ def test_only_loopback_targets_are_allowed() -> None:
     check_loopback("http://localhost:8000/predict")
     with pytest.raises(ValueError, match="not a loopback address"):
         check_loopback("http://10.0.0.1:8000/predict")
+    with pytest.raises(ValueError, match="not an http:// URL"):
+        check_loopback("https://127.0.0.1:8000/predict")
 
 
 def test_percentile_is_nearest_rank() -> None:

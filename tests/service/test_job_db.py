@@ -80,3 +80,13 @@ def test_postgres_schemes_connect_to_the_server(scheme: str, closed_port: int, t
 
     assert "s3cret" not in str(raised.value) and "\n" not in str(raised.value)
     assert not (tmp_path / "jobs.sqlite3").exists()
+
+
+def test_a_password_libpq_cannot_parse_is_not_echoed(closed_port: int, tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    url = f"postgresql://fusion:pa%zzss@127.0.0.1:{closed_port}/jobs"  # not valid percent-encoding
+
+    with pytest.raises(JobDatabaseError) as raised:
+        open_job_database(url, tmp_path / "jobs.sqlite3")
+
+    assert "zzss" not in str(raised.value)
