@@ -188,13 +188,17 @@ class MicroBatcher:
         batches_ahead = self._depth / self.max_batch_size
         return max(1, math.ceil(batches_ahead * self._batch_seconds / self._inference_threads))
 
-    def _decode_and_enqueue(self, item: _Item, data: bytes) -> None:
-        error: Exception | None = None
+    def _decode_into(self, item: _Item, data: bytes) -> Exception | None:
+        """Decode ``data`` into ``item.image``; a bad image is returned as this request's error alone."""
         try:
-            if not item.future.done():  # skip the work when the client is gone
-                item.image = self._decode(item.predictor, data)
-        except Exception as exc:  # a bad image is this request's error, reported to it alone
-            error = exc
+            item.image = self._decode(item.predictor, data)
+        except Exception as exc:
+            return exc
+        return None
+
+    def _decode_and_enqueue(self, item: _Item, data: bytes) -> None:
+        # Skip the work when the client is gone.
+        error = None if item.future.done() else self._decode_into(item, data)
         with self._lock:  # atomically, so the collector never waits for an item already queued
             self._decoding -= 1
             if error is None and not item.future.done():
@@ -249,10 +253,9 @@ class MicroBatcher:
                 continue
             if item.data is not None:
                 data, item.data = item.data, None
-                try:
-                    item.image = self._decode(item.predictor, data)
-                except Exception as exc:  # a bad image is this request's error, reported to it alone
-                    self._deliver(item, None, exc)
+                error = self._decode_into(item, data)
+                if error is not None:
+                    self._deliver(item, None, error)
                     continue
             groups.setdefault((id(item.predictor), item.explain), []).append(item)
         if self._on_batch is not None:
