@@ -17,10 +17,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from model.config import ModelConfig, TrainConfig
+from model.config import MODES, ModelConfig, TrainConfig
 from model.datasets import load_dataset
 from model.features import FeatureCache
-from model.training import MODES, train
+from model.training import train
 
 SCORES = ("accuracy", "weighted_f1", "macro_f1")
 

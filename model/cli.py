@@ -6,7 +6,7 @@ Bad input (missing files, invalid datasets or checkpoints, bad options) exits wi
 `train --nproc N` (N > 1) runs itself again under `python -m torch.distributed.run --standalone
 --nproc-per-node N`; started by torchrun directly (e.g. across nodes) it trains data-parallel in the
 process group torchrun describes, and only rank 0 prints and writes the checkpoint. `--progress json`
-prints each progress report as a line `{"progress": {...}}` (the fields of `model.training.Progress`).
+prints each progress report as a line `{"progress": {...}}` (`model.progress.progress_line`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from model.config import ModelConfig, TrainConfig
+from model.config import METRICS, MODES, ModelConfig, TrainConfig
 from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, split_dataset
 
 if TYPE_CHECKING:
-    from model.training import Progress
+    from model.progress import Progress
 
 EXIT_BAD_INPUT = 2
 _Config = typing.TypeVar("_Config", ModelConfig, TrainConfig)
@@ -137,14 +137,12 @@ def _build_parser() -> _Parser:
 
 def _metrics_table(metrics: dict[str, dict | None]) -> str:
     """Accuracy / macro F1 / weighted F1 per mode (fusion, image-only, text-only)."""
-    lines = [f"{'':<12}{'accuracy':>10}{'macro_f1':>10}{'weighted_f1':>13}"]
+    lines = [f"{'':<12}" + "".join(f"{name:>{len(name) + 2}}" for name in METRICS)]
     for mode, report in metrics.items():
         if report is None:
             continue
-        name = mode.replace("_", "-")
-        lines.append(
-            f"{name:<12}{report['accuracy']:>10.3f}{report['macro_f1']:>10.3f}{report['weighted_f1']:>13.3f}"
-        )
+        cells = "".join(f"{report[name]:>{len(name) + 2}.3f}" for name in METRICS)
+        lines.append(f"{mode.replace('_', '-'):<12}{cells}")
     return "\n".join(lines)
 
 
@@ -170,7 +168,9 @@ def _validation_set(
 
 def _print_progress_json(progress: Progress) -> None:
     """`--progress json`: one line per report, flushed at once for the process reading it."""
-    print(json.dumps({"progress": dataclasses.asdict(progress)}), flush=True)
+    from model.progress import progress_line
+
+    print(progress_line(progress), flush=True)
 
 
 def _without_option(argv: Sequence[str], flag: str) -> list[str]:
@@ -214,12 +214,12 @@ def _train_here(
     args: argparse.Namespace, model_config: ModelConfig, train_config: TrainConfig, out: Path
 ) -> int:
     """Train in this process, alone or as one rank of a process group; rank 0 prints and saves."""
-    from model.checkpoint import save_checkpoint
+    from model.crossval import cross_validate
     from model.device import configure_cpu_threads, resolve_device
     from model.distributed import cpu_threads_per_process, current_ranks
     from model.features import FeatureCache
     from model.progress import ProgressBars
-    from model.training import cross_validate, train
+    from model.runs import train_and_save
 
     ranks = current_ranks()
     if resolve_device(train_config.device).type == "cpu":
@@ -238,42 +238,38 @@ def _train_here(
             )
             bars.close()
             report(f"{train_config.kfold}-fold cross-validation, mean (std):")
-            for mode in ("fusion", "image_only", "text_only"):
+            for mode in MODES:
                 mean, std = summary["mean"][mode], summary["std"][mode]
                 if mean is not None:
                     cells = "  ".join(f"{key} {mean[key]:.3f} ({std[key]:.3f})" for key in mean)
                     report(f"{mode.replace('_', '-'):<12}{cells}")
             return 0
         train_set, val_set = _validation_set(args, dataset, train_config)
-        result = train(model_config, train_config, train_set, val_set, cache=cache, on_progress=on_progress)
+        result, saved = train_and_save(
+            out,
+            model_config,
+            train_config,
+            train_set,
+            val_set,
+            cache=cache,
+            on_progress=on_progress,
+            extra={"world_size": ranks.world_size},
+        )
     finally:
         bars.close()
-    if not ranks.is_main:
+    if saved is None:
         return 0
-    save_checkpoint(
-        out,
-        result.model,
-        metrics=result.metrics,
-        dataset_fingerprint=train_set.fingerprint,
-        train_config=train_config,
-        extra={
-            "best_epoch": result.best_epoch,
-            "history": result.history,
-            "val_samples": len(val_set),
-            "world_size": ranks.world_size,
-        },
-    )
     print(f"validation metrics ({len(val_set)} samples, best epoch {result.best_epoch}):")
     print(_metrics_table(result.metrics))
-    print(f"checkpoint saved to {out}", flush=True)
+    print(f"checkpoint saved to {saved}", flush=True)
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from model.checkpoint import load_checkpoint
     from model.device import configure_cpu_threads
+    from model.evaluation import evaluate
     from model.features import FeatureCache
-    from model.training import evaluate
 
     configure_cpu_threads(args.threads)
     model, _ = load_checkpoint(args.checkpoint)

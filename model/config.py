@@ -15,6 +15,8 @@ SCHEDULES = ("cosine", "step", "constant")
 FINETUNE_MODES = ("none", "last", "all")
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
+# What a model is evaluated as: both modalities, or the head with the other one marked missing.
+MODES = ("fusion", "image_only", "text_only")
 
 # The EfficientNet-Lite0 weights expect inputs scaled to [-1, 1] (mean = std = 0.5), see
 # model/encoders/efficientnet_lite.py for how that was established.  Other encoders are trained
@@ -227,6 +229,7 @@ __all__ = [
     "FUSIONS",
     "IMAGE_ENCODERS",
     "METRICS",
+    "MODES",
     "SCHEDULES",
     "TEXT_ENCODERS",
     "ModelConfig",

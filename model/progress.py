@@ -1,11 +1,55 @@
-"""Terminal progress bars for `train`'s progress callback (used by the CLI and the demo bootstrap)."""
+"""Training progress: the `Progress` report, the JSON line it travels as, and terminal progress bars.
+
+`train` reports through a `ProgressCallback`. Between processes (the CLI's `--progress json`, read by
+the service's worker) a report is one stdout line `{"progress": {...}}` holding the fields of `Progress`;
+`progress_line` writes it and `parse_progress_line` reads it back, so both sides share one format.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from model.training import Progress
+_LINE_KEY = "progress"
+_LINE_START = '{"' + _LINE_KEY + '"'
+
+
+@dataclass
+class Progress:
+    """A progress report: `fraction` (0..1) is of the current stage; fold/folds are set by cross-validation.
+
+    Between processes it travels as one line: `progress_line` / `parse_progress_line`.
+    """
+
+    stage: str  # "encoding" | "training" | "evaluating"
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    metrics: dict | None = None
+    eta_s: float | None = None
+    fraction: float = 0.0
+    fold: int = 0
+    folds: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def progress_line(progress: Progress) -> str:
+    """The report as one JSON line `{"progress": {...}}` (no newline)."""
+    return json.dumps({_LINE_KEY: dataclasses.asdict(progress)})
+
+
+def parse_progress_line(line: str) -> Progress | None:
+    """The report a `progress_line` holds; None for any other line. Malformed JSON raises ValueError."""
+    if not line.startswith(_LINE_START):
+        return None
+    return Progress(**json.loads(line)[_LINE_KEY])
 
 
 class ProgressBars:

@@ -1,9 +1,10 @@
-"""Training and evaluation of fusion classifiers: `train`, `train_one_epoch`, `evaluate`, `cross_validate`.
+"""Training of fusion classifiers: `train`, with `build_model`, `train_one_epoch` and `EarlyStopping`.
 
 `train` is a plain function: it reports through an `on_progress` callback, checks `should_stop` every
 step and prints nothing; it seeds torch's RNG for reproducibility. Frozen pretrained encoders run once
 per sample through the feature cache, so training the head on their features takes seconds; encoders
 that train (from scratch, or fine-tuned with `finetune="last"|"all"` at `encoder_lr`) see every batch.
+Evaluation is `model.evaluation`, cross-validation `model.crossval`, the optimiser `model.optimisation`.
 
 Inside a torch.distributed process group (e.g. under torchrun, see `model.distributed`) `train` runs
 data-parallel: each rank computes on its shard of every global batch of `batch_size` rows,
@@ -13,52 +14,35 @@ every rank ends with the same weights, metrics and early-stopping decisions; onl
 
 from __future__ import annotations
 
+import functools
 import math
-import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from model.config import ModelConfig, TrainConfig
-from model.datasets import Dataset, kfold_datasets
+from model.config import METRICS, ModelConfig, TrainConfig
+from model.datasets import Dataset
 from model.device import autocast, resolve_device
 from model.distributed import Ranks, all_reduce, broadcast_buffers, current_ranks, local_main_first, shard
 from model.encoders import VOCAB_ENCODERS
-from model.features import FeatureCache, Features, frozen_modalities
-from model.fusion import FusionClassifier, FusionOutput
-from model.loading import image_batches, index_batches, slice_inputs
-from model.metrics import classification_report
+from model.evaluation import evaluate
+from model.features import FeatureCache, frozen_modalities
+from model.fusion import FusionClassifier
+from model.loading import index_batches
+from model.optimisation import Optimisation, make_optimisation
+from model.prepared_data import (
+    PreparedData,
+    batch_features,
+    head_output,
+    iter_batches,
+    model_device,
+    prepare_data,
+)
+from model.progress import Progress, ProgressCallback
 from model.text import build_vocabulary
-
-MODES = ("fusion", "image_only", "text_only")
-_PRESENT = {"fusion": (True, True), "image_only": (True, False), "text_only": (False, True)}
-_SCALARS = ("accuracy", "macro_f1", "weighted_f1")
-_EVAL_BATCH = 256
-
-
-@dataclass
-class Progress:
-    """A progress report: `fraction` (0..1) is of the current stage; fold/folds are set by cross_validate."""
-
-    stage: str  # "encoding" | "training" | "evaluating"
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    loss: float | None = None
-    metrics: dict | None = None
-    eta_s: float | None = None
-    fraction: float = 0.0
-    fold: int = 0
-    folds: int = 0
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass
@@ -81,111 +65,6 @@ class TrainingCancelled(Exception):
         self.result = result
 
 
-@dataclass
-class PreparedData:
-    """A dataset as tensors: labels, cached features of frozen encoders, inputs of the encoders that train."""
-
-    labels: torch.Tensor
-    features: Features = field(default_factory=Features)
-    text_inputs: dict[str, torch.Tensor] | None = None  # pre-tokenized texts for a text encoder that trains
-    image_paths: list[Path] | None = None  # decoded per batch for an image encoder that trains
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def prepare_data(
-    model: FusionClassifier,
-    dataset: Dataset,
-    *,
-    cache: FeatureCache | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    num_workers: int = 0,
-) -> PreparedData:
-    """Map labels to the model's order, fetch frozen features (via `cache`) and tokenize texts once."""
-    index = {label: i for i, label in enumerate(model.labels)}
-    unknown = sorted({s.label for s in dataset.samples} - index.keys())
-    if unknown:
-        raise ValueError(f"labels: dataset labels {unknown} are not among the model's {list(model.labels)}")
-    frozen = frozen_modalities(model)
-    features = Features()
-    if frozen:
-        cached = (cache or FeatureCache()).get_or_compute(
-            model, dataset, on_progress, modalities=frozen, num_workers=num_workers
-        )
-        # Small enough ([N, D]) to live on the model's device for the whole run.
-        device = _model_device(model)
-        features = Features(*(f.to(device) if f is not None else None for f in (cached.image, cached.text)))
-    trains_text = model.text_encoder is not None and "text" not in frozen
-    trains_image = model.image_encoder is not None and "image" not in frozen
-    return PreparedData(
-        labels=torch.tensor([index[s.label] for s in dataset.samples], dtype=torch.long),
-        features=features,
-        text_inputs=model.tokenize([s.text for s in dataset.samples]) if trains_text else None,
-        image_paths=[s.image for s in dataset.samples] if trains_image else None,
-    )
-
-
-def _model_device(model: FusionClassifier) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _batches(
-    model: FusionClassifier,
-    data: PreparedData,
-    batches: list[list[int]],
-    *,
-    augment: bool,
-    num_workers: int,
-) -> Iterator[tuple[list[int], torch.Tensor | None]]:
-    """(indices, pixels or None) per batch; pixels only when the image encoder trains."""
-    if data.image_paths is None:
-        yield from ((batch, None) for batch in batches)
-        return
-    device = _model_device(model)
-    pixels = image_batches(
-        data.image_paths,
-        model.config,
-        batches,
-        train=augment,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    yield from zip(batches, pixels, strict=True)
-
-
-def _features(
-    model: FusionClassifier, data: PreparedData, batch: list[int], pixels: torch.Tensor | None
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Image and text features of one batch: cached rows, or the encoder run on this batch's inputs."""
-    device = _model_device(model)
-    rows = torch.tensor(batch, dtype=torch.long, device=device)
-    image = data.features.image[rows] if data.features.image is not None else None
-    if pixels is not None:
-        pixels = pixels.to(device, non_blocking=True)
-        if device.type == "cuda":
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
-        image = model.encode_image(pixels)
-    text = data.features.text[rows] if data.features.text is not None else None
-    if data.text_inputs is not None:
-        inputs = slice_inputs(data.text_inputs, batch)
-        text = model.encode_text({k: v.to(device, non_blocking=True) for k, v in inputs.items()})
-    return image, text
-
-
-def _head(
-    model: FusionClassifier, image: torch.Tensor | None, text: torch.Tensor | None, n: int, mode: str
-) -> FusionOutput:
-    device = _model_device(model)
-    image_present, text_present = _PRESENT[mode]
-    return model.head(
-        image,
-        text,
-        torch.full((n,), image_present, dtype=torch.bool, device=device),
-        torch.full((n,), text_present, dtype=torch.bool, device=device),
-    )
-
-
 class BatchLogits(nn.Module):
     """The training forward pass of a batch (its features, then the fusion head) as one module call.
 
@@ -198,8 +77,35 @@ class BatchLogits(nn.Module):
 
     def forward(self, data: PreparedData, batch: list[int], pixels: torch.Tensor | None) -> torch.Tensor:
         """Fusion logits [len(batch), C] of rows `batch` of `data`."""
-        image, text = _features(self.model, data, batch, pixels)
-        return _head(self.model, image, text, len(batch), "fusion").logits
+        image, text = batch_features(self.model, data, batch, pixels)
+        return head_output(self.model, image, text, len(batch), "fusion").logits
+
+
+def build_model(
+    model_config: ModelConfig, train_config: TrainConfig, train_set: Dataset, ranks: Ranks
+) -> tuple[FusionClassifier, nn.Module]:
+    """The model to train, on its device (labels and vocabulary from `train_set` unless the config has
+    labels), and the module a training step calls: `BatchLogits`, DDP-wrapped in a process group."""
+    device = resolve_device(train_config.device)
+    config = model_config if model_config.labels else replace(model_config, labels=train_set.labels)
+    vocab = None
+    if config.text_encoder in VOCAB_ENCODERS:
+        vocab = build_vocabulary((s.text for s in train_set.samples), config)
+    model = FusionClassifier.build(config, vocab)
+    model.set_finetune(train_config.finetune)
+    model.to(device)
+    trains_image = model.image_encoder is not None and not model.image_encoder.frozen
+    if device.type == "cuda" and trains_image:
+        model.to(memory_format=torch.channels_last)
+    forward: nn.Module = BatchLogits(model)
+    if ranks.distributed:
+        # The initial weights are rank 0's, which DDP broadcasts. A shard whose rows all lost one
+        # modality to modality dropout skips that modality's projection, so DDP must look for unused
+        # parameters then.
+        forward = nn.parallel.DistributedDataParallel(
+            forward, find_unused_parameters=config.modality_dropout > 0
+        )
+    return model, forward
 
 
 def epoch_batches(
@@ -217,13 +123,10 @@ def epoch_batches(
 def train_one_epoch(
     model: FusionClassifier,
     data: PreparedData,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
+    optimisation: Optimisation,
     *,
     batch_size: int,
     generator: torch.Generator,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    scaler: torch.amp.GradScaler | None = None,
     grad_clip: float = 0.0,
     augment: bool = False,
     num_workers: int = 0,
@@ -240,13 +143,16 @@ def train_one_epoch(
     ranks = ranks or Ranks()
     if forward is None:
         forward = BatchLogits(model)
-    device = _model_device(model)
+    optimizer, scaler = optimisation.optimizer, optimisation.scaler
+    device = model_device(model)
     model.train()
     batches = epoch_batches(len(data), batch_size, ranks, generator)
     shards = [shard(batch, ranks) for batch in batches]
     total, count = 0.0, 0
     for step, ((rows, pixels), batch) in enumerate(
-        zip(_batches(model, data, shards, augment=augment, num_workers=num_workers), batches, strict=True),
+        zip(
+            iter_batches(model, data, shards, augment=augment, num_workers=num_workers), batches, strict=True
+        ),
         start=1,
     ):
         if should_stop is not None and should_stop():
@@ -254,7 +160,7 @@ def train_one_epoch(
         targets = data.labels[rows].to(device)
         with autocast(device):
             logits = forward(data, rows, pixels)
-        loss = loss_fn(logits.float(), targets)
+        loss = optimisation.loss_fn(logits.float(), targets)
         # DDP averages gradients over ranks; weighting each shard's mean by its share of the batch makes
         # that average the gradient of the whole batch's mean loss (exact for an unweighted loss).
         objective = loss * (len(rows) * ranks.world_size / len(batch))
@@ -271,8 +177,7 @@ def train_one_epoch(
             scaler.update()
         else:
             optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        optimisation.scheduler.step()
         total += float(loss.detach()) * len(rows)
         count += len(rows)
         if on_step is not None:
@@ -282,76 +187,78 @@ def train_one_epoch(
     return float(sums[0] / sums[1].clamp(min=1))
 
 
-@torch.inference_mode()
-def evaluate(
-    model: FusionClassifier,
-    data: Dataset | PreparedData,
-    *,
-    cache: FeatureCache | None = None,
-    modes: Sequence[str] = MODES,
-    batch_size: int = _EVAL_BATCH,
-    num_workers: int = 0,
-    ranks: Ranks | None = None,
-) -> dict[str, dict | None]:
-    """A classification_report per mode: fusion, image_only and text_only (the head with the other modality
-    marked missing); None for a mode whose modality the model has no encoder for.
+class EarlyStopping:
+    """Keeps the weights of the best epoch by `metric` and says when `patience` epochs brought nothing.
 
-    Across `ranks` each rank predicts its shard of the rows and all ranks get every prediction.
+    Without validation reports every epoch counts as the best (the last one is kept); patience 0 never stops.
     """
-    ranks = ranks or Ranks()
-    if isinstance(data, Dataset):
-        data = prepare_data(model, data, cache=cache, num_workers=num_workers)
-    available = {
-        "fusion": True,
-        "image_only": model.image_encoder is not None,
-        "text_only": model.text_encoder is not None,
-    }
-    active = [m for m in modes if available[m]]
-    model.eval()
-    device = _model_device(model)
-    # -1 marks rows predicted elsewhere; a max over ranks then fills in every row.
-    predictions = torch.full((len(active), len(data)), -1, dtype=torch.long, device=device)
-    shards = [rows for rows in (shard(b, ranks) for b in index_batches(len(data), batch_size)) if rows]
-    for rows, pixels in _batches(model, data, shards, augment=False, num_workers=num_workers):
-        index = torch.tensor(rows, dtype=torch.long, device=device)
-        with autocast(device):
-            image, text = _features(model, data, rows, pixels)
-            for i, mode in enumerate(active):
-                predictions[i, index] = _head(model, image, text, len(rows), mode).logits.argmax(-1)
-    gathered = dict(zip(active, all_reduce(predictions, ranks, op="max").cpu(), strict=True))
-    return {
-        m: classification_report(data.labels, gathered[m], model.labels) if m in active else None
-        for m in modes
-    }
 
+    def __init__(self, model: FusionClassifier, metric: str, patience: int) -> None:
+        self.model = model
+        self.metric = metric
+        self.patience = patience
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.since_best = 0
+        self._best_state = _snapshot(model)
 
-def _lr_lambda(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to 0, x0.1 steps at 50% and 75%, or constant."""
+    def update(self, epoch: int, report: dict | None) -> None:
+        """Record the epoch's validation report (None: no validation set)."""
+        if report is not None and report[self.metric] <= self.best_score:
+            self.since_best += 1
+            return
+        if report is not None:
+            self.best_score = report[self.metric]
+        self.best_epoch, self._best_state, self.since_best = epoch, _snapshot(self.model), 0
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        if schedule == "step":
-            return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-        return 1.0
+    @property
+    def should_stop(self) -> bool:
+        """Whether `patience` epochs in a row failed to beat the best."""
+        return bool(self.patience) and self.since_best >= self.patience
 
-    return factor
-
-
-def _class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights (mean 1 over present classes); absent classes get 0."""
-    counts = torch.bincount(labels, minlength=n_classes).float()
-    weights = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * (counts > 0).sum()), 0.0)
-    return weights
+    def restore_best(self) -> FusionClassifier:
+        """Load the best epoch's weights back into the model; returns it."""
+        self.model.load_state_dict(self._best_state, strict=False)
+        return self.model
 
 
 def _snapshot(model: FusionClassifier) -> dict[str, torch.Tensor]:
     """Copies of every tensor that training can change (frozen encoders are left out)."""
     frozen = tuple(f"{m}_encoder." for m in frozen_modalities(model))
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(frozen)}
+
+
+class _Reporter:
+    """`train`'s progress reports (rank 0 only) and its stop check while encoding."""
+
+    def __init__(self, emit: ProgressCallback, should_stop: Callable[[], bool] | None, epochs: int) -> None:
+        self.emit = emit
+        self.should_stop = should_stop
+        self.epochs = epochs
+        self.total_steps = 0
+        self._done_steps = 0
+        self._started = time.monotonic()
+
+    def encoding(self, done: int, total: int) -> None:
+        """Feature-cache progress; raises TrainingCancelled on stop."""
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled()
+        self.emit(Progress("encoding", 0, self.epochs, done, total, fraction=done / max(total, 1)))
+
+    def start_training(self, total_steps: int) -> None:
+        """Training begins now: the ETA counts from here."""
+        self.total_steps, self._done_steps, self._started = total_steps, 0, time.monotonic()
+
+    def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        """One optimiser step done."""
+        self._done_steps += 1
+        eta = (time.monotonic() - self._started) / self._done_steps * (self.total_steps - self._done_steps)
+        fraction = self._done_steps / self.total_steps
+        self.emit(Progress("training", epoch, self.epochs, step, steps, loss, eta_s=eta, fraction=fraction))
+
+    def evaluated(self, epoch: int, steps: int, loss: float, metrics: dict) -> None:
+        """One epoch's validation metrics."""
+        self.emit(Progress("evaluating", epoch, self.epochs, steps, steps, loss, metrics, fraction=1.0))
 
 
 def train(
@@ -373,40 +280,17 @@ def train(
     """
     ranks = current_ranks()
     emit = on_progress if on_progress is not None and ranks.is_main else (lambda progress: None)
-    device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)  # weight init, dropout, augmentation, worker seeds
-    config = model_config if model_config.labels else replace(model_config, labels=train_set.labels)
-    vocab = None
-    if config.text_encoder in VOCAB_ENCODERS:
-        vocab = build_vocabulary((s.text for s in train_set.samples), config)
-    model = FusionClassifier.build(config, vocab)
-    model.set_finetune(train_config.finetune)
-    model.to(device)
-    trains_image = model.image_encoder is not None and not model.image_encoder.frozen
-    if device.type == "cuda" and trains_image:
-        model.to(memory_format=torch.channels_last)
-    forward: nn.Module = BatchLogits(model)
-    if ranks.distributed:
-        # The initial weights are rank 0's, which DDP broadcasts. A shard whose rows all lost one
-        # modality to modality dropout skips that modality's projection, so DDP must look for unused
-        # parameters then.
-        forward = nn.parallel.DistributedDataParallel(
-            forward, find_unused_parameters=config.modality_dropout > 0
-        )
-
+    model, forward = build_model(model_config, train_config, train_set, ranks)
     cache = cache or FeatureCache()
-    epochs = train_config.epochs
-
-    def encoding(done: int, total: int) -> None:
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled()
-        emit(Progress("encoding", 0, epochs, done, total, fraction=done / max(total, 1)))
-
-    workers = train_config.num_workers
+    epochs, workers = train_config.epochs, train_config.num_workers
+    reporter = _Reporter(emit, should_stop, epochs)
     with local_main_first(ranks):  # one rank per node encodes into a shared cache, the others read it
-        train_data = prepare_data(model, train_set, cache=cache, on_progress=encoding, num_workers=workers)
+        train_data = prepare_data(
+            model, train_set, cache=cache, on_progress=reporter.encoding, num_workers=workers
+        )
         val_data = (
-            prepare_data(model, val_set, cache=cache, on_progress=encoding, num_workers=workers)
+            prepare_data(model, val_set, cache=cache, on_progress=reporter.encoding, num_workers=workers)
             if val_set
             else None
         )
@@ -423,131 +307,48 @@ def train(
             f"batch_size: {batch_size} rows cannot give each of {ranks.world_size} processes two rows"
         )
     steps = len(epoch_batches(len(train_data), batch_size, ranks))
-    total_steps = epochs * steps
-    optimizer = torch.optim.AdamW(
-        model.parameter_groups(train_config.lr, train_config.encoder_lr, train_config.weight_decay),
-        fused=device.type == "cuda",
-    )
-    warmup = int(train_config.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(train_config.schedule, total_steps, warmup)
-    )
-    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda") if fp16 else None
-    weights = _class_weights(train_data.labels, len(config.labels)) if train_config.class_weighted else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None)
+    optimisation = make_optimisation(model, train_config, train_data.labels, epochs * steps)
     generator = torch.Generator().manual_seed(train_config.seed)
-
+    trains_image = model.image_encoder is not None and not model.image_encoder.frozen
+    stopping = EarlyStopping(model, train_config.metric, train_config.patience)
     history: list[dict] = []
-    best_score, best_epoch, best_state, since_best = -math.inf, 0, _snapshot(model), 0
-    started, done_steps = time.monotonic(), 0
-
-    def on_step(step: int, steps: int, loss: float) -> None:
-        nonlocal done_steps
-        done_steps += 1
-        eta = (time.monotonic() - started) / done_steps * (total_steps - done_steps)
-        emit(
-            Progress(
-                "training", epoch, epochs, step, steps, loss, eta_s=eta, fraction=done_steps / total_steps
-            )
-        )
-
-    def partial_result() -> TrainResult:
-        model.load_state_dict(best_state, strict=False)
-        return TrainResult(model, history, {}, best_epoch, cancelled=True)
-
+    reporter.start_training(epochs * steps)
     for epoch in range(1, epochs + 1):
         try:
             loss = train_one_epoch(
                 model,
                 train_data,
-                optimizer,
-                loss_fn,
+                optimisation,
                 batch_size=batch_size,
                 generator=generator,
-                scheduler=scheduler,
-                scaler=scaler,
                 grad_clip=train_config.grad_clip,
                 augment=train_config.augment and trains_image,
                 num_workers=workers,
-                on_step=on_step,
+                on_step=functools.partial(reporter.step, epoch),
                 should_stop=should_stop,
                 forward=forward,
                 ranks=ranks,
             )
         except TrainingCancelled as exc:
-            raise TrainingCancelled(partial_result()) from exc
+            stopping.restore_best()
+            raise TrainingCancelled(
+                TrainResult(model, history, {}, stopping.best_epoch, cancelled=True)
+            ) from exc
         record: dict = {"epoch": epoch, "loss": loss}
-        if val_data is None:
-            best_epoch, best_state = epoch, _snapshot(model)
-        else:
+        report = None
+        if val_data is not None:
             report = evaluate(model, val_data, modes=("fusion",), num_workers=workers, ranks=ranks)["fusion"]
             assert report is not None
-            record["val"] = {key: report[key] for key in _SCALARS}
-            emit(Progress("evaluating", epoch, epochs, steps, steps, loss, record["val"], fraction=1.0))
-            if report[train_config.metric] > best_score:
-                best_score, best_epoch, best_state, since_best = (
-                    report[train_config.metric],
-                    epoch,
-                    _snapshot(model),
-                    0,
-                )
-            else:
-                since_best += 1
+            record["val"] = {key: report[key] for key in METRICS}
+            reporter.evaluated(epoch, steps, loss, record["val"])
+        stopping.update(epoch, report)
         history.append(record)
-        if train_config.patience and since_best >= train_config.patience:
+        if stopping.should_stop:
             break
 
-    model.load_state_dict(best_state, strict=False)
+    stopping.restore_best()
     metrics = evaluate(
         model, val_data if val_data is not None else train_data, num_workers=workers, ranks=ranks
     )
-    return TrainResult(
-        model, history, metrics, best_epoch, metrics_split="val" if val_data is not None else "train"
-    )
-
-
-def cross_validate(
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    dataset: Dataset,
-    *,
-    k: int | None = None,
-    cache: FeatureCache | None = None,
-    on_progress: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict:
-    """Stratified k-fold training (k defaults to `train_config.kfold`); per-fold metrics with their mean and
-    (population) std, per mode and scalar metric. Frozen features are encoded once for all folds."""
-    k = k or train_config.kfold
-    cache = cache or FeatureCache()
-    folds: list[dict[str, Any]] = []
-    for fold, (train_set, val_set) in enumerate(kfold_datasets(dataset, k, train_config.seed), start=1):
-
-        def report(progress: Progress, fold: int = fold) -> None:
-            if on_progress is not None:
-                on_progress(replace(progress, fold=fold, folds=k))
-
-        result = train(
-            model_config,
-            train_config,
-            train_set,
-            val_set,
-            cache=cache,
-            on_progress=report,
-            should_stop=should_stop,
-        )
-        folds.append({mode: _scalars(result.metrics.get(mode)) for mode in MODES})
-    summary: dict = {"k": k, "folds": folds, "mean": {}, "std": {}}
-    for mode in MODES:
-        if folds[0][mode] is None:
-            summary["mean"][mode] = summary["std"][mode] = None
-            continue
-        values = {key: [f[mode][key] for f in folds] for key in _SCALARS}
-        summary["mean"][mode] = {key: statistics.fmean(v) for key, v in values.items()}
-        summary["std"][mode] = {key: statistics.pstdev(v) for key, v in values.items()}
-    return summary
-
-
-def _scalars(report: dict | None) -> dict[str, float] | None:
-    return {key: report[key] for key in _SCALARS} if report is not None else None
+    split = "val" if val_data is not None else "train"
+    return TrainResult(model, history, metrics, stopping.best_epoch, metrics_split=split)

@@ -42,13 +42,12 @@ def bootstrap_demo(
     the gated head does not reliably learn the XOR demo task, concat reaches about 0.99 accuracy.
     `n_per_class` defaults to `write_demo_dataset`'s; progress bars show on a terminal only.
     """
-    from model.checkpoint import save_checkpoint
     from model.config import ModelConfig, TrainConfig
     from model.datasets import load_dataset
     from model.demo_data import write_demo_dataset
     from model.features import FeatureCache
     from model.progress import ProgressBars
-    from model.training import train
+    from model.runs import train_and_save
     from service.runtime.model_store import ModelStore
 
     store = ModelStore(settings.model_dir)
@@ -61,28 +60,22 @@ def bootstrap_demo(
         write_demo_dataset(root, **({} if n_per_class is None else {"n_per_class": n_per_class}))
     train_set = load_dataset(root, split="train")
     val_set = load_dataset(root, split="dev", labels=train_set.labels)
-    config = train_config or TrainConfig(device=settings.device)
     print(f"training the demo model on {len(train_set)} demo samples ({len(val_set)} for validation)")
     bars = ProgressBars(disable=None if show_progress else True)
     try:
-        result = train(
+        result, path = train_and_save(
+            store.new_version_path,
             model_config or ModelConfig(fusion="concat"),
-            config,
+            train_config or TrainConfig(device=settings.device),
             train_set,
             val_set,
             cache=FeatureCache(settings.data_dir / "cache" / "features"),
             on_progress=bars,
+            extra={"dataset": "demo", "source": "bootstrap-demo"},
         )
     finally:
         bars.close()
-    path = save_checkpoint(
-        store.new_version_path(),
-        result.model,
-        metrics=result.metrics,
-        dataset_fingerprint=train_set.fingerprint,
-        train_config=config,
-        extra={"dataset": "demo", "source": "bootstrap-demo", "history": result.history},
-    )
+    assert path is not None  # one process: it saves
     store.activate(path.name)
     fusion = result.metrics.get("fusion") or {}
     print(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from model.config import METRICS
 from service.runtime.job_store import Job
-
-_METRICS = ("accuracy", "macro_f1", "weighted_f1")
 
 
 def render_job_report(job: Job) -> bytes:
@@ -46,7 +45,7 @@ def _plot_loss(ax: Any, history: list[dict[str, Any]]) -> None:
 
 def _plot_metrics(ax: Any, history: list[dict[str, Any]], best_epoch: int | None) -> None:
     scored = [entry for entry in history if isinstance(entry.get("val"), dict)]
-    for name in _METRICS:
+    for name in METRICS:
         points = [(entry["epoch"], entry["val"][name]) for entry in scored if name in entry["val"]]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=name)

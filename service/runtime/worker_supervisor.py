@@ -17,7 +17,8 @@ from pydantic import SecretStr
 
 from service.runtime.job_store import JobStore
 from service.settings import Settings
-from service.worker import TERMINATE_WAIT_S, make_worker_id
+from service.worker.identity import make_worker_id
+from service.worker.processes import TERMINATE_WAIT_S
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,20 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from model.config import ModelConfig, TrainConfig
+from model.config import (
+    FINETUNE_MODES,
+    FUSIONS,
+    IMAGE_ENCODERS,
+    METRICS,
+    SCHEDULES,
+    TEXT_ENCODERS,
+    ModelConfig,
+    TrainConfig,
+)
 from service.runtime.dataset_store import NAME_PATTERN
 from service.runtime.job_store import Job, JobStatus
 
@@ -24,17 +33,32 @@ DatasetRef = Annotated[
 _M = ModelConfig()
 _T = TrainConfig()
 
+# The choices are the model package's own tuples: pydantic checks them and lists them in the OpenAPI
+# schema. mypy cannot read a Literal built from a tuple, so it sees plain strings.
+if TYPE_CHECKING:
+    ImageEncoderName: TypeAlias = str
+    TextEncoderName: TypeAlias = str
+    FusionName: TypeAlias = str
+    ScheduleName: TypeAlias = str
+    FinetuneMode: TypeAlias = str
+    MetricName: TypeAlias = str
+else:
+    ImageEncoderName = Literal[IMAGE_ENCODERS]
+    TextEncoderName = Literal[TEXT_ENCODERS]
+    FusionName = Literal[FUSIONS]
+    ScheduleName = Literal[SCHEDULES]
+    FinetuneMode = Literal[FINETUNE_MODES]
+    MetricName = Literal[METRICS]
+
 
 class TrainParams(BaseModel):
     """Model architecture and training hyper-parameters; every default is the production recipe."""
 
     model_config = ConfigDict(extra="forbid")
 
-    image_encoder: Literal["cnn", "resnet18", "mobilenet_v3_small", "efficientnet_lite0", "none"] = (
-        _M.image_encoder  # type: ignore[assignment]
-    )
-    text_encoder: Literal["bow", "lstm", "minilm", "none"] = _M.text_encoder  # type: ignore[assignment]
-    fusion: Literal["concat", "sum", "gated"] = _M.fusion  # type: ignore[assignment]
+    image_encoder: ImageEncoderName = _M.image_encoder
+    text_encoder: TextEncoderName = _M.text_encoder
+    fusion: FusionName = _M.fusion
     pretrained: bool = Field(default=_M.pretrained, description="start from the packaged pretrained weights")
     hidden_dim: int = Field(default=_M.hidden_dim, ge=1, le=4096)
     dropout: float = Field(default=_M.dropout, ge=0.0, le=0.9)
@@ -53,18 +77,18 @@ class TrainParams(BaseModel):
     encoder_lr: float = Field(default=_T.encoder_lr, ge=0.0, le=1.0, description="for fine-tuned encoders")
     weight_decay: float = Field(default=_T.weight_decay, ge=0.0, le=10.0)
     warmup_ratio: float = Field(default=_T.warmup_ratio, ge=0.0, le=0.5)
-    schedule: Literal["cosine", "step", "constant"] = _T.schedule  # type: ignore[assignment]
+    schedule: ScheduleName = _T.schedule
     grad_clip: float = Field(default=_T.grad_clip, ge=0.0, le=1000.0, description="0 disables clipping")
     patience: int = Field(default=_T.patience, ge=0, le=500, description="early stopping; 0 disables")
     class_weighted: bool = _T.class_weighted
     augment: bool = _T.augment
     seed: int = Field(default=_T.seed, ge=0, le=2**31 - 1)
-    finetune: Literal["none", "last", "all"] = Field(
-        default=_T.finetune,  # type: ignore[arg-type]
+    finetune: FinetuneMode = Field(
+        default=_T.finetune,
         description="freeze the pretrained encoders (none) or fine-tune their last block or all of them",
     )
-    metric: Literal["accuracy", "macro_f1", "weighted_f1"] = Field(
-        default=_T.metric,  # type: ignore[arg-type]
+    metric: MetricName = Field(
+        default=_T.metric,
         description="validation metric for early stopping and for promote=if_better",
     )
     nproc: int = Field(

@@ -9,6 +9,8 @@ import pytest
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset, load_dataset
 from model.demo_data import write_demo_dataset
+from model.progress import Progress
+from model.training import TrainResult, train
 from tests.factories import tiny_model_config
 
 
@@ -42,3 +44,21 @@ def xor_model_config() -> ModelConfig:
 def xor_train_config() -> TrainConfig:
     """Hyper-parameters under which xor_model_config reaches ~100% on the demo dev set in 10 epochs."""
     return TrainConfig(epochs=10, batch_size=16, lr=1e-2, warmup_ratio=0.0, patience=0)
+
+
+@pytest.fixture(scope="session")
+def progress_log() -> list[Progress]:
+    """The progress reports of the xor_result run."""
+    return []
+
+
+@pytest.fixture(scope="session")
+def xor_result(
+    xor_model_config: ModelConfig,
+    xor_train_config: TrainConfig,
+    demo_train: Dataset,
+    demo_dev: Dataset,
+    progress_log: list[Progress],
+) -> TrainResult:
+    """One 10-epoch run shared by the tests that only read its outcome."""
+    return train(xor_model_config, xor_train_config, demo_train, demo_dev, on_progress=progress_log.append)

@@ -10,7 +10,13 @@ import torch
 from safetensors.torch import load_file
 
 from model.config import FUSIONS, IMAGE_ENCODERS, TEXT_ENCODERS
-from model.encoders import Encoder, build_image_encoder, build_text_encoder
+from model.encoders import (
+    IMAGE_ENCODER_BUILDERS,
+    TEXT_ENCODER_BUILDERS,
+    Encoder,
+    build_image_encoder,
+    build_text_encoder,
+)
 from model.encoders.efficientnet_lite import EfficientNetLite0, weights_path
 from model.encoders.minilm import MiniLM, model_dir
 from model.fusion import FusionClassifier
@@ -187,3 +193,8 @@ def test_minilm_matches_sentence_transformers(minilm: MiniLM, monkeypatch: pytes
         ours = minilm(minilm.tokenize(SENTENCES))
     assert torch.allclose(ours, expected, atol=1e-4)
     assert torch.allclose(ours.norm(dim=1), torch.ones(len(SENTENCES)))
+
+
+def test_every_configurable_encoder_name_has_a_builder_and_back() -> None:
+    assert {*IMAGE_ENCODER_BUILDERS, "none"} == set(IMAGE_ENCODERS)
+    assert {*TEXT_ENCODER_BUILDERS, "none"} == set(TEXT_ENCODERS)

@@ -1,11 +1,10 @@
-"""ProgressBars: tqdm bars fed by train's progress callback."""
+"""ProgressBars fed by train's progress callback, and the progress line between processes."""
 
 from __future__ import annotations
 
 import pytest
 
-from model.progress import ProgressBars
-from model.training import Progress
+from model.progress import Progress, ProgressBars, parse_progress_line, progress_line
 
 
 def test_bars_follow_encoding_and_training_steps(capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,3 +25,17 @@ def test_a_new_run_starts_a_new_training_bar() -> None:
     bars(Progress(stage="training", epoch=1, epochs=4, step=1, steps=3, loss=0.5))
     assert bars.bars["training"] is not first and bars.bars["training"].n == 1
     bars.close()
+
+
+def test_a_progress_line_reads_back_as_the_same_report() -> None:
+    report = Progress(
+        stage="evaluating", epoch=3, epochs=5, step=4, steps=4, loss=0.25, metrics={"accuracy": 1.0}
+    )
+    line = progress_line(report)
+    assert "\n" not in line
+    assert parse_progress_line(line) == report
+
+
+def test_other_output_lines_are_not_progress() -> None:
+    assert parse_progress_line("error: something broke") is None
+    assert parse_progress_line('{"other": {}}') is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from pathlib import Path
 
 import pytest
@@ -13,34 +12,8 @@ from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset
 from model.distributed import Ranks
 from model.features import FeatureCache
-from model.training import (
-    Progress,
-    TrainingCancelled,
-    TrainResult,
-    _class_weights,
-    _lr_lambda,
-    cross_validate,
-    epoch_batches,
-    evaluate,
-    train,
-)
-
-
-@pytest.fixture(scope="module")
-def progress_log() -> list[Progress]:
-    return []
-
-
-@pytest.fixture(scope="module")
-def xor_result(
-    xor_model_config: ModelConfig,
-    xor_train_config: TrainConfig,
-    demo_train: Dataset,
-    demo_dev: Dataset,
-    progress_log: list[Progress],
-) -> TrainResult:
-    """One 10-epoch run shared by the tests that only read its outcome."""
-    return train(xor_model_config, xor_train_config, demo_train, demo_dev, on_progress=progress_log.append)
+from model.progress import Progress
+from model.training import TrainingCancelled, TrainResult, epoch_batches, train
 
 
 def test_loss_falls(xor_result: TrainResult) -> None:
@@ -72,10 +45,6 @@ def test_progress_reports_each_step_and_epoch(xor_result: TrainResult, progress_
     assert training[-1].eta_s == pytest.approx(0.0)
     assert evaluating[-1].metrics == xor_result.history[-1]["val"]
     assert not [p for p in progress_log if p.stage == "encoding"]  # nothing frozen, nothing to cache
-
-
-def test_evaluate_on_a_dataset_matches_the_final_metrics(xor_result: TrainResult, demo_dev: Dataset) -> None:
-    assert evaluate(xor_result.model, demo_dev) == xor_result.metrics
 
 
 def test_same_seed_gives_the_same_model(
@@ -129,23 +98,6 @@ def test_without_validation_set_the_last_epoch_is_kept(
     assert "val" not in result.history[-1]
 
 
-def test_cross_validate_reports_mean_and_std_over_folds(
-    xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset
-) -> None:
-    config = dataclasses.replace(xor_train_config, epochs=1, kfold=3)
-    folds_seen = set()
-    summary = cross_validate(
-        xor_model_config, config, demo_train.subset(range(60)), on_progress=lambda p: folds_seen.add(p.fold)
-    )
-    assert summary["k"] == 3 and len(summary["folds"]) == 3
-    assert folds_seen == {1, 2, 3}
-    accuracies = [fold["fusion"]["accuracy"] for fold in summary["folds"]]
-    assert summary["mean"]["fusion"]["accuracy"] == pytest.approx(sum(accuracies) / 3)
-    assert summary["std"]["fusion"]["accuracy"] == pytest.approx(
-        torch.tensor(accuracies).std(unbiased=False).item()
-    )
-
-
 def test_frozen_text_encoder_trains_on_cached_features(
     xor_train_config: TrainConfig, demo_train: Dataset, tmp_path: Path
 ) -> None:
@@ -173,22 +125,6 @@ def test_a_warm_feature_cache_trains_the_same_model_as_a_cold_one(
     cold, warm = (train(config, one_epoch, small, cache=FeatureCache(tmp_path)).model for _ in range(2))
     cold_state, warm_state = cold.state_dict(), warm.state_dict()
     assert all(torch.equal(cold_state[key], warm_state[key]) for key in cold_state)
-
-
-def test_class_weights_are_inverse_frequency() -> None:
-    weights = _class_weights(torch.tensor([0, 0, 0, 1]), 3)
-    assert weights[1] == pytest.approx(3 * weights[0])
-    assert weights[2] == 0.0
-
-
-@pytest.mark.parametrize("schedule", ["cosine", "step", "constant"])
-def test_schedules_warm_up_linearly_then_never_increase(schedule: str) -> None:
-    factor = _lr_lambda(schedule, total_steps=100, warmup_steps=10)
-    values = [factor(step) for step in range(100)]
-    assert values[0] == pytest.approx(0.1)
-    assert values[9] == pytest.approx(1.0)
-    assert all(later <= earlier + 1e-12 for earlier, later in itertools.pairwise(values[9:]))
-    assert (values[-1] < 0.05) == (schedule != "constant")
 
 
 def test_a_tail_too_small_for_every_rank_joins_the_batch_before() -> None:

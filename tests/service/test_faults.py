@@ -3,8 +3,8 @@ pointers, and a failing disk while a model is saved.
 
 Covered elsewhere and not repeated: the supervisor failing a killed worker's job and running the next one
 (test_worker_supervisor), a SIGTERM'd worker putting its job back in the queue (same), zeroed weights
-refused on activate (test_models), a disk-full `save_file` (test_worker). scripts/faults.py runs the long
-versions against a real server.
+refused on activate (test_models), a disk-full `save_file` (worker/test_job_run). scripts/faults.py runs
+the long versions against a real server.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
-from service.worker import Worker
+from service.worker.loop import Worker
 from tests.factories import make_jpeg
 from tests.service.conftest import VersionFactory
 

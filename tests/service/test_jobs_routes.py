@@ -15,10 +15,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from model.checkpoint import save_checkpoint
+from model.config import IMAGE_ENCODERS, METRICS, TEXT_ENCODERS
 from model.demo_data import write_demo_dataset
 from service.runtime.job_store import Job
 from service.runtime.model_store import ModelStore
-from service.worker import Worker
+from service.worker.loop import Worker
 from tests.factories import build_tiny_model, make_jpeg
 from tests.service.zips import demo_zip
 
@@ -313,3 +314,10 @@ def test_unknown_job_is_404(client: TestClient) -> None:
     for path in ("/jobs/nope", "/jobs/nope/events", "/jobs/nope/report.png"):
         response = client.get(path)
         assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+
+
+def test_the_recipe_choices_the_api_lists_are_the_model_packages(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TrainParams"]["properties"]
+    assert schema["image_encoder"]["enum"] == list(IMAGE_ENCODERS)
+    assert schema["text_encoder"]["enum"] == list(TEXT_ENCODERS)
+    assert schema["metric"]["enum"] == list(METRICS)
