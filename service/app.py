@@ -13,8 +13,9 @@ from fastapi_offline import FastAPIOffline
 from model.device import configure_cpu_threads, resolve_device
 from service import __version__
 from service.errors import install_error_handlers
-from service.logging_setup import RequestContextMiddleware, configure_logging
+from service.logging_setup import configure_logging
 from service.metrics import ServiceMetrics
+from service.middleware import RequestContextMiddleware
 from service.routers import datasets, health, jobs, metrics, models, predict
 from service.runtime.batcher import MicroBatcher
 from service.runtime.dataset_store import DatasetStore

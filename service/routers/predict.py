@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from model.images import ImageDecodeError
 from service.deps import BatcherDep, ModelHolderDep, ModelLoaderDep, SettingsDep
 from service.errors import APIError
-from service.predict_inputs import PredictInput, read_batch, read_single
+from service.requests.predict_inputs import PredictInput, read_batch, read_single
 from service.runtime.batcher import (
     BatcherStoppedError,
     MicroBatcher,
