@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from model.atomic import fsync
 from model.config import ModelConfig, TrainConfig
 from model.fusion import FusionClassifier
 from model.text import Vocabulary
@@ -25,14 +26,6 @@ META_FILE = "config.json"
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be written or read; the message names the problem."""
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(
@@ -78,15 +71,15 @@ def save_checkpoint(
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
         (tmp / META_FILE).write_text(meta_text, encoding="utf-8")
         for name in (WEIGHTS_FILE, META_FILE):
-            _fsync(tmp / name)
-        _fsync(tmp)
+            fsync(tmp / name)
+        fsync(tmp)
         if path.exists():  # appeared while we were writing; rename would replace an empty directory
             raise CheckpointError(f"{path}: already exists")
         os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync(path.parent)
+    fsync(path.parent)
     return path
 
 

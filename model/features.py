@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.atomic import write_atomic
 from model.datasets import Dataset
 from model.device import autocast
 from model.fusion import FusionClassifier
@@ -146,13 +145,13 @@ class _Store:
         if not (self.directory / "encoder.json").exists():
             encoder = model.image_encoder if modality == "image" else model.text_encoder
             about = {"modality": modality, "encoder": encoder.identity if encoder else None, "format": FORMAT}
-            _write_atomic(self.directory / "encoder.json", lambda p: p.write_text(json.dumps(about)))
-        _write_atomic(
+            write_atomic(self.directory / "encoder.json", lambda p: p.write_text(json.dumps(about)))
+        write_atomic(
             self.directory / f"{shard}.safetensors",
             lambda p: save_file({"features": feats.contiguous()}, str(p)),
         )
         # Written last: a shard is visible to readers only once its tensor file is complete.
-        _write_atomic(self.directory / f"{shard}.json", lambda p: p.write_text(json.dumps({"keys": keys})))
+        write_atomic(self.directory / f"{shard}.json", lambda p: p.write_text(json.dumps({"keys": keys})))
         self._index.update({key: (shard, row) for row, key in enumerate(keys)})
 
     def gather(self, keys: Sequence[str]) -> torch.Tensor:
@@ -160,16 +159,6 @@ class _Store:
         shards = {self._index[k][0] for k in keys}
         loaded = {s: load_file(str(self.directory / f"{s}.safetensors"))["features"] for s in shards}
         return torch.stack([loaded[shard][row] for shard, row in (self._index[k] for k in keys)])
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write via `write` to a temporary sibling, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _model_device(model: FusionClassifier) -> torch.device:

@@ -13,17 +13,19 @@ from fastapi_offline import FastAPIOffline
 from model.device import configure_cpu_threads, resolve_device
 from service import __version__
 from service.errors import install_error_handlers
-from service.logging_setup import RequestContextMiddleware, configure_logging
+from service.logging_setup import configure_logging
 from service.metrics import ServiceMetrics
+from service.middleware import RequestContextMiddleware
 from service.routers import datasets, health, jobs, metrics, models, predict
 from service.runtime.batcher import MicroBatcher
-from service.runtime.dataset_store import DatasetLimits, DatasetStore
+from service.runtime.dataset_store import DatasetStore
 from service.runtime.decoding import ImagePolicy
 from service.runtime.job_store import JobStore
 from service.runtime.model_holder import ModelHolder
 from service.runtime.model_loader import ModelLoader
 from service.runtime.model_store import ModelStore
 from service.runtime.worker_supervisor import WorkerSupervisor
+from service.runtime.zip_extract import ZipLimits
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def _training(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     """Dataset and job stores, and (when ``start_worker``) the training worker as a child process."""
-    app.state.dataset_store = DatasetStore(settings.data_dir, DatasetLimits.from_settings(settings))
+    app.state.dataset_store = DatasetStore(settings.data_dir, ZipLimits.from_settings(settings))
     app.state.job_store = job_store = JobStore.from_settings(settings)
     # Closed even when the worker cannot be started.
     with contextlib.closing(job_store):

@@ -9,7 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from service.deps import DatasetStoreDep, JobStoreDep, SettingsDep
 from service.errors import APIError
-from service.multipart_stream import stream_form_to_file
+from service.requests.multipart_stream import stream_form_to_file
 from service.runtime.dataset_store import (
     NAME_PATTERN,
     DatasetExists,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from service.deps import ModelHolderDep, ModelLoaderDep, ModelStoreDep
 from service.errors import APIError
-from service.runtime.model_store import InvalidCheckpointError, ModelStore, ModelStoreError, ModelVersion
+from service.runtime.model_store import InvalidCheckpointError, ModelStore, ModelStoreError
 from service.schemas.common import error_responses
 from service.schemas.models import ActiveModelPublic, ModelListPublic, ModelVersionPublic
 from service.security import RequireKey
@@ -16,24 +16,6 @@ from service.security import RequireKey
 router = APIRouter(prefix="/models", tags=["models"])
 
 VersionPath = Annotated[str, Path(description="A version name as listed by `GET /models`", max_length=128)]
-
-
-def _public(entry: ModelVersion, active: str | None) -> ModelVersionPublic:
-    meta = entry.meta or {}
-    config = meta.get("model_config") or {}
-    return ModelVersionPublic(
-        version=entry.version,
-        active=entry.version == active,
-        created_at=entry.created_at,
-        labels=list(meta.get("labels") or []),
-        image_encoder=config.get("image_encoder"),
-        text_encoder=config.get("text_encoder"),
-        fusion=config.get("fusion"),
-        metrics=entry.metrics,
-        dataset_fingerprint=meta.get("dataset_fingerprint"),
-        train_config=meta.get("train_config"),
-        error=entry.error,
-    )
 
 
 def _active_version(store: ModelStore) -> str | None:
@@ -54,7 +36,7 @@ def list_models(store: ModelStoreDep, holder: ModelHolderDep) -> ModelListPublic
     return ModelListPublic(
         active=active,
         serving=holder.version,
-        versions=[_public(entry, active) for entry in store.list_versions()],
+        versions=[ModelVersionPublic.from_version(entry, active) for entry in store.list_versions()],
     )
 
 
@@ -66,7 +48,7 @@ def active_model(store: ModelStoreDep, holder: ModelHolderDep) -> ActiveModelPub
         raise APIError(404, "no_active_version", "no model version is active")
     predictor = holder.predictor
     return ActiveModelPublic(
-        **_public(store.get(active), active).model_dump(),
+        **ModelVersionPublic.from_version(store.get(active), active).model_dump(),
         serving=predictor.version if predictor is not None else None,
         device=str(predictor.device) if predictor is not None else None,
     )
@@ -92,4 +74,4 @@ async def activate_model(
         raise APIError(409, "invalid_checkpoint", str(exc), "version") from exc
     except LookupError as exc:  # deleted between the check and the load
         raise _not_found(version) from exc
-    return _public(store.get(version), version)
+    return ModelVersionPublic.from_version(store.get(version), version)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from model.images import ImageDecodeError
 from service.deps import BatcherDep, ModelHolderDep, ModelLoaderDep, SettingsDep
 from service.errors import APIError
-from service.predict_inputs import PredictInput, read_batch, read_single
+from service.requests.predict_inputs import PredictInput, read_batch, read_single
 from service.runtime.batcher import (
     BatcherStoppedError,
     MicroBatcher,
@@ -25,7 +25,6 @@ from service.schemas.predict import (
     BatchItemCreate,
     BatchItemError,
     BatchPredictionPublic,
-    ModalityPrediction,
     PredictionPublic,
 )
 from service.security import PredictAuth
@@ -148,27 +147,6 @@ async def _predict_one(batcher: MicroBatcher, item: PredictInput, explain: bool)
         raise APIError(422, "invalid_input", str(exc)) from exc
 
 
-def _public(served: ServedPrediction, explain: bool) -> PredictionPublic:
-    p = served.prediction
-
-    def single(probabilities: dict[str, float] | None) -> ModalityPrediction | None:
-        if not explain or probabilities is None:
-            return None
-        return ModalityPrediction(
-            label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities
-        )
-
-    return PredictionPublic(
-        label=p.label,
-        probabilities=p.probabilities,
-        model_version=served.version,
-        modalities_used=list(p.modalities_used),  # type: ignore[arg-type]
-        image_only=single(p.image_only),
-        text_only=single(p.text_only),
-        gate=p.gate if explain else None,
-    )
-
-
 @router.post("", summary="Classify one image + text pair", responses=_ERRORS, openapi_extra=_PREDICT_BODY)
 async def predict(
     request: Request,
@@ -188,7 +166,7 @@ async def predict(
         served = await _predict_one(batcher, item, explain)
     except (QueueFullError, NotReadyError, BatcherStoppedError) as exc:
         raise _service_error(exc, loader) from exc
-    return _public(served, explain)
+    return PredictionPublic.from_served(served, explain)
 
 
 def _item_error(exc: APIError) -> BatchItemError:
@@ -231,7 +209,7 @@ async def predict_batch(
         elif isinstance(result, BaseException):
             raise result
         else:
-            answers[id(item)] = _public(result, explain)
+            answers[id(item)] = PredictionPublic.from_served(result, explain)
     return BatchPredictionPublic(
         predictions=[
             _item_error(item.error) if item.error is not None else answers[id(item)] for item in items

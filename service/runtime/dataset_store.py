@@ -1,4 +1,4 @@
-"""Datasets under <data_dir>/datasets/: safe zip extraction, validation with the model package, listing."""
+"""Datasets under <data_dir>/datasets/: uploads extracted safely, validated with the model package, listed."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ import logging
 import os
 import re
 import shutil
-import stat
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, summarize_problems
-from service.settings import Settings
+from service.runtime.zip_extract import ZipLimits, ZipRejected, ZipTooLarge, extract_zip
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +26,7 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600.0
-# Entries below this size are too small to be a decompression bomb whatever their ratio.
-_RATIO_MIN_BYTES = 1024 * 1024
-_SKIPPED_PREFIXES = ("__MACOSX/",)
-_SKIPPED_NAMES = (".DS_Store", "Thumbs.db")
-_COPY_CHUNK = 1024 * 1024
+DatasetLimits = ZipLimits  # the upload limits are the zip's; service.worker imports them under this name
 
 
 class DatasetStoreError(Exception):
@@ -62,25 +56,6 @@ class UploadTooLarge(DatasetStoreError):
 
 class InvalidDataset(DatasetStoreError):
     """The name, the archive or its content is not acceptable."""
-
-
-@dataclass(frozen=True)
-class DatasetLimits:
-    """Upload limits; the zip size is enforced while streaming, the rest before extracting anything."""
-
-    max_zip_bytes: int = 1024**3
-    max_uncompressed_bytes: int = 4 * 1024**3
-    max_ratio: float = 100.0
-    max_entries: int = 200_000
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DatasetLimits:
-        """Limits from the service settings."""
-        return cls(
-            max_zip_bytes=settings.max_dataset_zip_bytes,
-            max_uncompressed_bytes=settings.max_dataset_uncompressed_bytes,
-            max_ratio=settings.max_zip_ratio,
-        )
 
 
 @dataclass(frozen=True)
@@ -131,14 +106,6 @@ class DatasetInfo:
         return next((s for s in self.splits if s.name == name), None)
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """A zip member that passed inspection, with its path inside the dataset folder."""
-
-    info: zipfile.ZipInfo
-    path: PurePosixPath
-
-
 def check_name(name: str) -> str:
     """Return a valid dataset name or raise InvalidDataset naming the field `name`."""
     if not _NAME_RE.fullmatch(name):
@@ -161,9 +128,9 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 class DatasetStore:
     """The datasets folder: uploads are extracted into a temp dir, validated, then renamed into place."""
 
-    def __init__(self, data_dir: Path, limits: DatasetLimits | None = None) -> None:
+    def __init__(self, data_dir: Path, limits: ZipLimits | None = None) -> None:
         self.root = Path(data_dir) / "datasets"
-        self.limits = limits or DatasetLimits()
+        self.limits = limits or ZipLimits()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._info_cache: dict[str, tuple[tuple[Any, ...], DatasetInfo]] = {}
@@ -240,15 +207,9 @@ class DatasetStore:
         check_name(name)
         if (self.root / name).exists():
             raise _exists(name)
-        try:
-            zf = zipfile.ZipFile(archive)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
-            raise InvalidDataset(f"not a valid zip archive ({exc})", field="file") from exc
         tmp = Path(_mkdtemp(self.root))
         try:
-            with zf:
-                entries = _inspect(zf, self.limits)
-                _extract(zf, entries, tmp, self.limits)
+            _extract(archive, tmp, self.limits)
             info = _describe(name, tmp, strict=True, skip_invalid=skip_invalid)
             with self._lock:
                 if (self.root / name).exists():
@@ -305,114 +266,14 @@ def _mkdtemp(parent: Path) -> str:
     return str(path)
 
 
-def _entry_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
-    """Path of a zip entry inside the dataset; None for entries to skip; InvalidDataset if it is unsafe."""
-    raw = info.filename
-    shown = repr(raw[:200])
-    if "\x00" in raw:
-        raise InvalidDataset(f"zip entry {shown} has a NUL byte in its name", field="file")
-    name = raw.replace("\\", "/")  # some Windows tools write backslashes; treat them as separators
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise InvalidDataset(f"zip entry {shown} has an absolute path", field="file")
-    parts = [part for part in name.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise InvalidDataset(f"zip entry {shown} leaves the archive (path traversal)", field="file")
-    if not parts or name.startswith(_SKIPPED_PREFIXES) or parts[-1] in _SKIPPED_NAMES:
-        return None
-    if any(len(part.encode()) > 255 for part in parts) or len(name) > 1024:
-        raise InvalidDataset(f"zip entry {shown} has a name that is too long", field="file")
-    return PurePosixPath(*parts)
-
-
-def _check_entry_type(info: zipfile.ZipInfo) -> None:
-    """Refuse links, devices and encrypted entries."""
-    mode = info.external_attr >> 16
-    kind = stat.S_IFMT(mode)
-    if stat.S_ISLNK(mode):
-        raise InvalidDataset(f"zip entry {info.filename[:200]!r} is a symbolic link", field="file")
-    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-        raise InvalidDataset(f"zip entry {info.filename[:200]!r} is not a regular file", field="file")
-    if info.flag_bits & 0x1:
-        raise InvalidDataset(f"zip entry {info.filename[:200]!r} is encrypted", field="file")
-
-
-def _too_large(limits: DatasetLimits) -> str:
-    return f"zip content is over the limit of {limits.max_uncompressed_bytes} bytes uncompressed"
-
-
-def _inspect(zf: zipfile.ZipFile, limits: DatasetLimits) -> list[_Entry]:
-    """Check every entry before anything is written; return the files to extract (top folder unwrapped)."""
-    infos = zf.infolist()
-    if len(infos) > limits.max_entries:
-        raise InvalidDataset(f"zip has {len(infos)} entries, more than {limits.max_entries}", field="file")
-    files: list[_Entry] = []
-    seen: set[PurePosixPath] = set()
-    total = compressed = 0
-    for info in infos:
-        _check_entry_type(info)
-        path = _entry_path(info)
-        if path is None:
-            continue
-        if path in seen:
-            raise InvalidDataset(f"zip has the entry {str(path)!r} more than once", field="file")
-        seen.add(path)
-        if info.is_dir():
-            continue
-        total += info.file_size
-        compressed += info.compress_size
-        if total > limits.max_uncompressed_bytes:
-            raise UploadTooLarge(_too_large(limits), field="file")
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size >= _RATIO_MIN_BYTES and ratio > limits.max_ratio:
-            raise InvalidDataset(
-                f"zip entry {str(path)!r} expands {ratio:.0f}x, more than the allowed {limits.max_ratio:.0f}x"
-                " (zip bomb?)",
-                field="file",
-            )
-        files.append(_Entry(info, path))
-    if total >= _RATIO_MIN_BYTES and total > limits.max_ratio * max(compressed, 1):
-        raise InvalidDataset(
-            f"zip expands {total / max(compressed, 1):.0f}x, more than the allowed {limits.max_ratio:.0f}x"
-            " (zip bomb?)",
-            field="file",
-        )
-    file_paths = {entry.path for entry in files}
-    for path in file_paths:
-        if any(parent in file_paths for parent in path.parents):
-            raise InvalidDataset(f"zip entry {str(path)!r} is inside a file of the same name", field="file")
-    if not files:
-        raise InvalidDataset("zip archive contains no files", field="file")
-    return _unwrap(files)
-
-
-def _unwrap(files: list[_Entry]) -> list[_Entry]:
-    """Strip a single top-level folder that holds the whole dataset (a manifest or label folders)."""
-    tops = {entry.path.parts[0] for entry in files}
-    if len(tops) != 1 or any(len(entry.path.parts) < 2 for entry in files):
-        return files
-    inner = [entry.path.relative_to(next(iter(tops))) for entry in files]
-    looks_like_root = any(
-        len(p.parts) > 1 or (len(p.parts) == 1 and p.suffix.lower() in MANIFEST_EXTENSIONS) for p in inner
-    )
-    if not looks_like_root:  # e.g. the image-folder layout with a single label folder
-        return files
-    return [_Entry(entry.info, path) for entry, path in zip(files, inner, strict=True)]
-
-
-def _extract(zf: zipfile.ZipFile, entries: list[_Entry], dest: Path, limits: DatasetLimits) -> None:
-    """Write the inspected entries under `dest`, never following links, with the byte budget re-checked."""
-    written = 0
-    for entry in entries:
-        target = dest.joinpath(*entry.path.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL | O_NOFOLLOW: never overwrite and never write through a link, whatever the archive says.
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out, zf.open(entry.info) as src:
-            while chunk := src.read(_COPY_CHUNK):
-                written += len(chunk)
-                if written > limits.max_uncompressed_bytes:
-                    raise UploadTooLarge(_too_large(limits), field="file")
-                out.write(chunk)
+def _extract(archive: Path, dest: Path, limits: ZipLimits) -> None:
+    """Extract the upload, its refusals as the store's errors on the form field `file`."""
+    try:
+        extract_zip(archive, dest, limits)
+    except ZipTooLarge as exc:
+        raise UploadTooLarge(str(exc), field="file") from exc
+    except ZipRejected as exc:
+        raise InvalidDataset(str(exc), field="file") from exc
 
 
 def _describe(name: str, path: Path, *, strict: bool = False, skip_invalid: bool = False) -> DatasetInfo:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.atomic import write_atomic
 from model.checkpoint import load_checkpoint, read_checkpoint_meta
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -138,7 +137,8 @@ class ModelStore:
         if not self.exists(version):
             raise UnknownVersionError(version)
         payload = {"version": version, "activated_at": datetime.now(UTC).isoformat()}
-        _atomic_write_text(self.active_file, json.dumps(payload) + "\n")
+        text = json.dumps(payload) + "\n"
+        write_atomic(self.active_file, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable=True)
 
     def _describe(self, path: Path) -> ModelVersion:
         created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
@@ -149,34 +149,3 @@ class ModelStore:
         with contextlib.suppress(TypeError, ValueError):
             created = datetime.fromisoformat(str(meta.get("created_at")))
         return ModelVersion(path.name, path, created, meta)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.runtime.model_store import ModelVersion
+
 
 class ModelVersionPublic(BaseModel):
     """One version in the model store."""
@@ -26,6 +28,25 @@ class ModelVersionPublic(BaseModel):
     error: str | None = Field(
         None, description="Why the checkpoint's metadata could not be read, if it cannot"
     )
+
+    @classmethod
+    def from_version(cls, entry: ModelVersion, active: str | None) -> ModelVersionPublic:
+        """Build from the store's entry; ``active`` is the version the active pointer names."""
+        meta = entry.meta or {}
+        config = meta.get("model_config") or {}
+        return cls(
+            version=entry.version,
+            active=entry.version == active,
+            created_at=entry.created_at,
+            labels=list(meta.get("labels") or []),
+            image_encoder=config.get("image_encoder"),
+            text_encoder=config.get("text_encoder"),
+            fusion=config.get("fusion"),
+            metrics=entry.metrics,
+            dataset_fingerprint=meta.get("dataset_fingerprint"),
+            train_config=meta.get("train_config"),
+            error=entry.error,
+        )
 
 
 class ModelListPublic(BaseModel):

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.runtime.batcher import ServedPrediction
 from service.schemas.common import ErrorDetail
 
 Modality = Literal["image", "text"]
@@ -35,6 +36,28 @@ class PredictionPublic(BaseModel):
     gate: dict[str, float] | None = Field(
         None, description="Fusion gate weights per modality, when the head has a gate (explain)"
     )
+
+    @classmethod
+    def from_served(cls, served: ServedPrediction, explain: bool) -> PredictionPublic:
+        """Build from the batcher's answer; the single-modality parts and the gate only with ``explain``."""
+        p = served.prediction
+
+        def single(probabilities: dict[str, float] | None) -> ModalityPrediction | None:
+            if not explain or probabilities is None:
+                return None
+            return ModalityPrediction(
+                label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities
+            )
+
+        return cls(
+            label=p.label,
+            probabilities=p.probabilities,
+            model_version=served.version,
+            modalities_used=list(p.modalities_used),  # type: ignore[arg-type]
+            image_only=single(p.image_only),
+            text_only=single(p.text_only),
+            gate=p.gate if explain else None,
+        )
 
 
 class BatchItemError(BaseModel):

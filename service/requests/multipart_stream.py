@@ -17,7 +17,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from service.errors import APIError
-from service.uploads import OVERHEAD_BYTES, check_declared_length
+from service.requests.bodies import (
+    OVERHEAD_BYTES,
+    check_declared_length,
+    malformed_multipart,
+    require_closing_boundary,
+)
 
 _MAX_FIELD_BYTES = 4096
 _MAX_PARTS = 16
@@ -71,8 +76,7 @@ class _Reader:
     def on_headers_finished(self) -> None:
         disposition, options = parse_options_header(self._headers.get("content-disposition"))
         if disposition != b"form-data" or b"name" not in options:
-            message = "malformed multipart body: a part has no 'Content-Disposition: form-data'"
-            raise APIError(400, "malformed_multipart", message)
+            raise malformed_multipart("a part has no 'Content-Disposition: form-data'")
         name = _decode(options[b"name"], "a form field name")
         self._name = name
         if name == self.file_field:
@@ -164,11 +168,8 @@ async def stream_form_to_file(
                 parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise APIError(400, "malformed_multipart", f"malformed multipart body: {exc}") from None
+        raise malformed_multipart(str(exc)) from None
     finally:
         reader.close()
-    if not reader.finished:
-        raise APIError(
-            400, "malformed_multipart", "malformed multipart body: it ends before the closing boundary"
-        )
+    require_closing_boundary(reader.finished)
     return reader.form

@@ -11,9 +11,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from service.errors import APIError, validation_error
-from service.schemas.predict import BatchPredictCreate
-from service.settings import Settings
-from service.uploads import (
+from service.requests.bodies import (
     OVERHEAD_BYTES,
     max_text_bytes,
     read_body,
@@ -21,6 +19,8 @@ from service.uploads import (
     read_upload,
     require_content_type,
 )
+from service.schemas.predict import BatchPredictCreate
+from service.settings import Settings
 
 
 @dataclass

@@ -53,6 +53,18 @@ def require_content_type(request: Request, *accepted: str) -> str:
     return media_type
 
 
+def malformed_multipart(problem: str) -> APIError:
+    """The 400 for a multipart body that does not parse; ``problem`` says what is wrong with it."""
+    return APIError(400, "malformed_multipart", f"malformed multipart body: {problem}")
+
+
+def require_closing_boundary(seen: bool) -> None:
+    """Refuse a multipart body cut off before its closing boundary (python-multipart drops the cut-off part
+    without a word, so both parsers note whether the boundary arrived and ask here)."""
+    if not seen:
+        raise malformed_multipart("it ends before the closing boundary")
+
+
 class _CompleteMultiPartParser(MultiPartParser):
     """Starlette's parser, noting whether the closing boundary arrived (it silently drops a cut-off part)."""
 
@@ -94,12 +106,12 @@ async def read_multipart(
             raise APIError(413, "text_too_long", message, text_field) from exc
         if exc.message.startswith("Too many"):
             raise APIError(413, "too_many_parts", f"too many form parts (at most {max_parts})") from exc
-        raise APIError(400, "malformed_multipart", f"malformed multipart body: {exc.message}") from exc
-    if not parser.complete:
+        raise malformed_multipart(exc.message) from exc
+    try:
+        require_closing_boundary(parser.complete)
+    except APIError:
         await form.close()
-        raise APIError(
-            400, "malformed_multipart", "malformed multipart body: it ends before the closing boundary"
-        )
+        raise
     return form
 
 
