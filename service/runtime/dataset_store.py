@@ -26,7 +26,6 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600.0
-DatasetLimits = ZipLimits  # the upload limits are the zip's; service.worker imports them under this name
 
 
 class DatasetStoreError(Exception):

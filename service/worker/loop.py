@@ -10,9 +10,10 @@ import uuid
 from collections.abc import Callable
 
 from model.datasets import DatasetError
-from service.runtime.dataset_store import DatasetLimits, DatasetStore, DatasetStoreError
+from service.runtime.dataset_store import DatasetStore, DatasetStoreError
 from service.runtime.job_store import Job, JobStore
 from service.runtime.model_store import ModelStore
+from service.runtime.zip_extract import ZipLimits
 from service.settings import Settings
 from service.worker.errors import JobError, JobLost
 from service.worker.identity import HEARTBEAT_S, STALE_AFTER_S, make_worker_id, worker_alive
@@ -66,7 +67,7 @@ class Worker:
         self.parent_pid = parent_pid
         data_dir = settings.data_dir
         self.jobs = JobStore.from_settings(settings)
-        self.datasets = DatasetStore(data_dir, DatasetLimits.from_settings(settings))
+        self.datasets = DatasetStore(data_dir, ZipLimits.from_settings(settings))
         self.models = ModelStore(settings.model_dir)
         self.cache_dir = data_dir / "cache" / "features"
         self.work_dir = data_dir / "cache" / "jobs"  # one folder per job that trains under torchrun
