@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -103,7 +103,11 @@ def _build_parser() -> _Parser:
                      "next to the training one, else a stratified split)")  # fmt: skip
     val.add_argument("--val-fraction", type=float, help="hold out this fraction of the training data")
     train.add_argument("--val-split", help="manifest name inside the --val folder")
-    train.add_argument("--kfold", type=int, default=0, help="k-fold cross-validation only (no checkpoint)")
+    train.add_argument("--cv", "--kfold", dest="cv", type=int, default=0, metavar="K",
+                       help="k-fold cross-validation (2..20), then one model on all the data for the folds'"
+                       " median best epoch; that model is saved")  # fmt: skip
+    train.add_argument("--test", type=Path, help="test manifest or folder: measured on the final model only")
+    train.add_argument("--test-split", help="manifest name inside the --test folder")
     train.add_argument("--out", type=Path, help="checkpoint folder to create (default: checkpoints/<time>)")
     train.add_argument("--cache-dir", type=Path, help="feature cache of frozen encoders, reused across runs")
     train.add_argument("--skip-invalid", action="store_true", help="drop invalid rows instead of failing")
@@ -143,6 +147,22 @@ def _metrics_table(metrics: dict[str, dict | None]) -> str:
             continue
         cells = "".join(f"{report[name]:>{len(name) + 2}.3f}" for name in METRICS)
         lines.append(f"{mode.replace('_', '-'):<12}{cells}")
+    return "\n".join(lines)
+
+
+def _cv_table(summary: dict[str, Any]) -> str:
+    """Per fold and mean (std) of the held-out folds' scalar metrics, per mode."""
+    lines = [
+        f"{summary['k']}-fold cross-validation on held-out folds (best epochs {summary['best_epochs']}):"
+    ]
+    for mode in MODES:
+        mean, std = summary["mean"][mode], summary["std"][mode]
+        if mean is None:
+            continue
+        lines.append(f"{mode.replace('_', '-')}:")
+        for i, fold in enumerate(summary["folds"], start=1):
+            lines.append(f"  fold {i:<3}" + "  ".join(f"{key} {fold[mode][key]:.3f}" for key in METRICS))
+        lines.append("  mean    " + "  ".join(f"{key} {mean[key]:.3f} ({std[key]:.3f})" for key in METRICS))
     return "\n".join(lines)
 
 
@@ -193,10 +213,18 @@ def _train(args: argparse.Namespace) -> int:
     configs = _config_file(args.config)
     model_config = _config_from_args(ModelConfig, args, configs.get("model_config"))
     train_config = _config_from_args(TrainConfig, args, configs.get("train_config"))
-    if args.kfold:
-        train_config = dataclasses.replace(train_config, kfold=args.kfold)
+    if args.cv:
+        if not 2 <= args.cv <= 20:
+            raise UsageError(f"--cv: must be between 2 and 20 folds; got {args.cv}")
+        train_config = dataclasses.replace(train_config, kfold=args.cv)
+    if train_config.kfold and train_config.nproc > 1:
+        raise UsageError("--cv: cross-validation trains in one process; leave out --nproc")
+    if train_config.kfold and args.val is not None:
+        raise UsageError("--val: cross-validation holds out its own slices (--val-fraction sets their size)")
+    if args.test_split is not None and args.test is None:
+        raise UsageError("--test-split needs --test")
     out = args.out or Path("checkpoints") / datetime.now().strftime("model-%Y%m%d-%H%M%S")
-    if out.exists() and not train_config.kfold:
+    if out.exists():
         raise UsageError(f"--out {out} already exists")
     if not launched_by_torchrun():
         if train_config.nproc > 1:
@@ -214,7 +242,6 @@ def _train_here(
     args: argparse.Namespace, model_config: ModelConfig, train_config: TrainConfig, out: Path
 ) -> int:
     """Train in this process, alone or as one rank of a process group; rank 0 prints and saves."""
-    from model.crossval import cross_validate
     from model.device import configure_cpu_threads, resolve_device
     from model.distributed import cpu_threads_per_process, current_ranks
     from model.features import FeatureCache
@@ -224,33 +251,31 @@ def _train_here(
     ranks = current_ranks()
     if resolve_device(train_config.device).type == "cpu":
         configure_cpu_threads(args.threads or (cpu_threads_per_process(ranks) if ranks.distributed else None))
-    report: Callable[[str], None] = print if ranks.is_main else (lambda line: None)
     dataset = load_dataset(args.data, split=args.split, skip_invalid=args.skip_invalid)
     if dataset.skipped and ranks.is_main:
         print(f"skipped {dataset.skipped} invalid rows: {dataset.skipped_kinds}", file=sys.stderr)
     cache = FeatureCache(args.cache_dir) if args.cache_dir else FeatureCache()
     bars = ProgressBars()
     on_progress = _print_progress_json if args.progress == "json" else bars
-    try:
-        if train_config.kfold:
-            summary = cross_validate(
-                model_config, train_config, dataset, cache=cache, on_progress=on_progress
-            )
-            bars.close()
-            report(f"{train_config.kfold}-fold cross-validation, mean (std):")
-            for mode in MODES:
-                mean, std = summary["mean"][mode], summary["std"][mode]
-                if mean is not None:
-                    cells = "  ".join(f"{key} {mean[key]:.3f} ({std[key]:.3f})" for key in mean)
-                    report(f"{mode.replace('_', '-'):<12}{cells}")
-            return 0
+    test_set = None
+    if args.test is not None:
+        test_set = load_dataset(
+            args.test, split=args.test_split, labels=dataset.labels, skip_invalid=args.skip_invalid
+        )
+    if train_config.kfold:
+        train_set, val_set = dataset, None
+        if args.val_fraction is not None:
+            train_config = dataclasses.replace(train_config, val_fraction=args.val_fraction)
+    else:
         train_set, val_set = _validation_set(args, dataset, train_config)
+    try:
         result, saved = train_and_save(
             out,
             model_config,
             train_config,
             train_set,
             val_set,
+            test_set=test_set,
             cache=cache,
             on_progress=on_progress,
             extra={"world_size": ranks.world_size},
@@ -259,8 +284,15 @@ def _train_here(
         bars.close()
     if saved is None:
         return 0
-    print(f"validation metrics ({len(val_set)} samples, best epoch {result.best_epoch}):")
-    print(_metrics_table(result.metrics))
+    if result.cv is not None:
+        print(_cv_table(result.cv))
+        print(f"final model: all {len(train_set)} samples, {result.cv['final_epochs']} epochs (median best)")
+    else:
+        print(f"validation metrics ({len(val_set or ())} samples, best epoch {result.best_epoch}):")
+        print(_metrics_table(result.metrics))
+    if result.test_metrics is not None and test_set is not None:
+        print(f"test metrics ({len(test_set)} samples, never used for any decision):")
+        print(_metrics_table(result.test_metrics))
     print(f"checkpoint saved to {saved}", flush=True)
     return 0
 

@@ -54,7 +54,9 @@ class TrainResult:
     metrics: dict  # {"fusion"|"image_only"|"text_only": classification_report or None}
     best_epoch: int
     cancelled: bool = False
-    metrics_split: str = "val"  # "train" when no validation set was given
+    metrics_split: str = "val"  # "train" when no validation set was given, "cv": cross-validation means
+    test_metrics: dict | None = None  # reports on a test split, never used for any decision
+    cv: dict | None = None  # the cross-validation summary (model.crossval) the run's epochs came from
 
 
 class TrainingCancelled(Exception):

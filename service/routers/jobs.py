@@ -70,26 +70,39 @@ def _split_info(
 
 
 def _check_request(body: JobCreate, datasets: DatasetStore, device: str) -> None:
-    """Everything that can be checked before queueing: datasets, validation labels, the recipe itself."""
+    """Everything that can be checked before queueing: datasets, split labels, cv, the recipe itself."""
     info, split = _split_info(datasets, body.dataset, "dataset", skip_invalid=body.skip_invalid)
     train_split = info.split(split)
     assert train_split is not None
     labels = [label for label, count in train_split.label_counts.items() if count > 0]
     if len(labels) < 2:
         raise APIError(422, "invalid_dataset", "dataset: needs at least two labels with samples", "dataset")
-    if isinstance(body.validation, str):
-        val_info, val_split = _split_info(
-            datasets, body.validation, "validation", skip_invalid=body.skip_invalid
-        )
-        val = val_info.split(val_split)
-        assert val is not None
-        unknown = sorted(label for label, count in val.label_counts.items() if count and label not in labels)
-        if unknown:
+    for field, ref in (("validation", body.validation), ("test", body.test)):
+        if isinstance(ref, str):
+            _check_labels(datasets, ref, field, labels, skip_invalid=body.skip_invalid)
+    if body.cv is not None:
+        if isinstance(body.validation, str):
             raise APIError(
                 422,
-                "unknown_label",
-                f"validation: labels not in the training set: {', '.join(map(repr, unknown[:10]))}",
+                "validation_error",
+                "validation: with cv each fold holds out its own early-stopping slice; give a fraction or"
+                " nothing",
                 "validation",
+            )
+        samples = sum(train_split.label_counts.values())
+        if body.cv.folds > samples:
+            raise APIError(
+                422,
+                "validation_error",
+                f"cv.folds: {body.cv.folds} folds need at least as many samples; the dataset has {samples}",
+                "cv.folds",
+            )
+        if body.params.nproc > 1:
+            raise APIError(
+                422,
+                "validation_error",
+                "params.nproc: cross-validation trains in one process",
+                "params.nproc",
             )
     fraction = body.validation if isinstance(body.validation, float) else None
     try:
@@ -97,6 +110,23 @@ def _check_request(body: JobCreate, datasets: DatasetStore, device: str) -> None
     except ValueError as exc:
         field, _, _problem = str(exc).partition(":")
         raise APIError(422, "validation_error", f"params.{exc}", f"params.{field.strip()}") from None
+
+
+def _check_labels(
+    datasets: DatasetStore, ref: str, field: str, labels: list[str], *, skip_invalid: bool
+) -> None:
+    """A 422 naming `field` unless the split `ref` loads and its labels are all among `labels`."""
+    info, split = _split_info(datasets, ref, field, skip_invalid=skip_invalid)
+    loaded = info.split(split)
+    assert loaded is not None
+    unknown = sorted(label for label, count in loaded.label_counts.items() if count and label not in labels)
+    if unknown:
+        raise APIError(
+            422,
+            "unknown_label",
+            f"{field}: labels not in the training set: {', '.join(map(repr, unknown[:10]))}",
+            field,
+        )
 
 
 @router.post(
@@ -111,9 +141,11 @@ async def create_job(
 ) -> JobPublic:
     """Queue a training run on a dataset; the worker process picks it up (one job at a time per worker).
 
-    `validation` is another dataset (its labels must be training labels) or a fraction to hold out.
-    `promote`: `never`, `always`, or `if_better` (default): the new version goes live only when its
-    validation metric beats the active model's, or when no model is active.
+    `validation` is another dataset (its labels must be training labels) or a fraction to hold out; it
+    only chooses the epoch. `test` is measured on the final model and reported apart. `cv` runs k-fold
+    cross-validation first, then trains one model on all the data. `promote`: `never`, `always`, or
+    `if_better` (default): the new version goes live only when its validation metric (with `cv`: the mean
+    over the held-out folds) beats the active model's, or when no model is active.
     """
     await asyncio.to_thread(_check_request, body, datasets, settings.device)
     job = await asyncio.to_thread(
@@ -123,6 +155,8 @@ async def create_job(
         params=body.params.model_dump(),
         promote=body.promote,
         skip_invalid=body.skip_invalid,
+        test=body.test,
+        cv=None if body.cv is None else body.cv.model_dump(),
     )
     response.headers["Location"] = f"/jobs/{job.id}"
     return await asyncio.to_thread(_public, jobs, job)

@@ -49,12 +49,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     worker_id TEXT,
-    heartbeat_at {real}
+    heartbeat_at {real},
+    test TEXT,
+    cv TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq)",
 )
 # Columns added after the first release, added to older job databases on open.
-_ADDED_COLUMNS = {"skip_invalid": "INTEGER NOT NULL DEFAULT 0"}
+_ADDED_COLUMNS = {"skip_invalid": "INTEGER NOT NULL DEFAULT 0", "test": "TEXT", "cv": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class Job:
     cancel_requested: bool
     worker_id: str | None
     heartbeat_at: float | None
+    test: str | None = None  # a dataset reference measured on the final model only
+    cv: dict[str, Any] | None = None  # {"folds": k}: k-fold cross-validation first
 
     @property
     def finished(self) -> bool:
@@ -93,10 +97,8 @@ class Job:
     @property
     def dataset_names(self) -> set[str]:
         """Names of the datasets this job reads (split suffixes stripped)."""
-        names = {self.dataset.split(":", 1)[0]}
-        if isinstance(self.validation, str):
-            names.add(self.validation.split(":", 1)[0])
-        return names
+        refs = [self.dataset, self.validation, self.test]
+        return {ref.split(":", 1)[0] for ref in refs if isinstance(ref, str)}
 
 
 def _loads(value: str | None) -> Any:
@@ -124,6 +126,8 @@ def _row_to_job(row: Any) -> Job:
         cancel_requested=bool(row["cancel_requested"]),
         worker_id=row["worker_id"],
         heartbeat_at=row["heartbeat_at"],
+        test=row["test"],
+        cv=_loads(row["cv"]),
     )
 
 
@@ -176,6 +180,8 @@ class JobStore:
         params: dict[str, Any] | None = None,
         promote: str = "if_better",
         skip_invalid: bool = False,
+        test: str | None = None,
+        cv: dict[str, Any] | None = None,
     ) -> Job:
         """Queue a new job and return it; `skip_invalid` drops invalid dataset rows instead of failing."""
         job_id = uuid.uuid4().hex
@@ -183,7 +189,7 @@ class JobStore:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM jobs").fetchone()["seq"]
             conn.execute(
                 "INSERT INTO jobs (id, seq, status, dataset, validation, params, promote, skip_invalid,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, test, cv) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     seq,
@@ -194,6 +200,8 @@ class JobStore:
                     promote,
                     int(skip_invalid),
                     time.time(),
+                    test,
+                    None if cv is None else json.dumps(cv),
                 ),
             )
         job = self.get(job_id)

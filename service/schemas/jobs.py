@@ -100,13 +100,19 @@ class TrainParams(BaseModel):
     )
 
     def configs(
-        self, labels: Sequence[str], *, device: str = "auto", val_fraction: float | None = None
+        self,
+        labels: Sequence[str],
+        *,
+        device: str = "auto",
+        val_fraction: float | None = None,
+        cv_folds: int = 0,
     ) -> tuple[ModelConfig, TrainConfig]:
         """The model package's configs for this recipe; ValueError("<field>: ...") when they reject it."""
         values = self.model_dump()
         model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
         train_values = {key: value for key, value in values.items() if key not in model_keys}
         train_values["device"] = device
+        train_values["kfold"] = cv_folds
         if val_fraction is not None:
             train_values["val_fraction"] = val_fraction
         model_values = {key: value for key, value in values.items() if key in model_keys}
@@ -114,6 +120,14 @@ class TrainParams(BaseModel):
             ModelConfig.from_dict({**model_values, "labels": tuple(labels)}),
             TrainConfig.from_dict(train_values),
         )
+
+
+class CrossValidation(BaseModel):
+    """k-fold cross-validation of the recipe before the final model is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folds: int = Field(ge=2, le=20, description="k stratified folds, 2 to 20")
 
 
 class JobCreate(BaseModel):
@@ -128,10 +142,24 @@ class JobCreate(BaseModel):
         f" of the training set to hold out (0 < fraction <= 0.5, stratified), or null for {_T.val_fraction}",
         examples=["demo:dev", 0.2],
     )
+    test: DatasetRef | None = Field(
+        None,
+        description="a dataset reference measured once on the final model and reported apart"
+        " (`metrics.test`); never used for early stopping, model selection or promotion",
+        examples=["demo:dev"],
+    )
+    cv: CrossValidation | None = Field(
+        None,
+        description="k-fold cross-validation first (per-fold and mean/std reports in `metrics.cv`), then"
+        " one model on all the data for the folds' median best epoch; `validation` may then only be a"
+        " fraction (each fold's early-stopping slice)",
+        examples=[{"folds": 5}],
+    )
     params: TrainParams = Field(default_factory=TrainParams)
     promote: Literal["never", "always", "if_better"] = Field(
         "if_better",
-        description="if_better: only when the validation metric beats the active model's (or none is active)",
+        description="if_better: only when the validation metric (with cv: its mean over the held-out folds)"
+        " beats the active model's recorded validation metric (or none is active)",
     )
     skip_invalid: bool = Field(
         False,
@@ -161,6 +189,8 @@ class JobProgress(BaseModel):
     loss: float | None = None
     eta_s: float | None = Field(None, description="estimated seconds left")
     fraction: float = Field(description="progress of the current stage, 0 to 1")
+    fold: int = Field(0, description="cross-validation fold being trained, 1 to folds; 0 otherwise")
+    folds: int = Field(0, description="number of cross-validation folds; 0 when not cross-validating")
 
 
 def _time(value: float | None) -> datetime | None:
@@ -174,6 +204,8 @@ class JobPublic(BaseModel):
     status: JobStatus
     dataset: str
     validation: str | float | None
+    test: str | None = Field(description="the test split, measured on the final model only")
+    cv: dict[str, Any] | None = Field(description='cross-validation settings, e.g. {"folds": 5}')
     params: dict[str, Any] = Field(description="the full training recipe, defaults filled in")
     promote: str
     skip_invalid: bool = Field(description="invalid dataset rows are dropped instead of failing the job")
@@ -185,8 +217,9 @@ class JobPublic(BaseModel):
     progress: JobProgress | None
     history: list[dict[str, Any]] = Field(description="per finished epoch: loss, validation metrics")
     metrics: dict[str, Any] | None = Field(
-        description="validation reports (fusion, image_only, text_only), best epoch, promotion decision,"
-        " invalid rows skipped (`skipped_rows`)"
+        description="validation reports (fusion, image_only, text_only; with cv their means over the"
+        " held-out folds), best epoch, promotion decision, invalid rows skipped (`skipped_rows`), the"
+        " test split's reports (`test`) and the cross-validation folds with mean and std (`cv`)"
     )
     model_version: str | None
     promoted: bool
@@ -200,6 +233,8 @@ class JobPublic(BaseModel):
             status=job.status,
             dataset=job.dataset,
             validation=job.validation,
+            test=job.test,
+            cv=job.cv,
             params=job.params,
             promote=job.promote,
             skip_invalid=job.skip_invalid,

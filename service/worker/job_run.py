@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.datasets import DatasetError, split_dataset
+from model.datasets import Dataset, DatasetError
 from service.runtime.dataset_store import DatasetStore
 from service.runtime.job_store import Job, JobStore
 from service.runtime.model_store import ModelStore, ModelStoreError
@@ -42,12 +42,11 @@ class ProgressWriter:
 
     def __call__(self, progress: Progress) -> None:
         """Record one progress report."""
-        snapshot = {
-            key: value for key, value in asdict(progress).items() if key not in ("metrics", "fold", "folds")
-        }
+        snapshot = {key: value for key, value in asdict(progress).items() if key != "metrics"}
         epoch_done = progress.metrics is not None
         if epoch_done:
-            self.history.append({"epoch": progress.epoch, "loss": progress.loss, "val": progress.metrics})
+            entry = {"epoch": progress.epoch, "loss": progress.loss, "val": progress.metrics}
+            self.history.append({**entry, "fold": progress.fold} if progress.folds else entry)
         now = time.monotonic()
         if epoch_done or progress.stage != self._stage or now - self._written >= _PROGRESS_EVERY_S:
             self.jobs.update_progress(self.job_id, snapshot, self.history if epoch_done else None)
@@ -61,9 +60,11 @@ class ProgressWriter:
         loss = f" loss {p.loss:.4f}" if p.loss is not None else ""
         eta = f" eta {p.eta_s:.0f}s" if p.eta_s is not None else ""
         val = " val " + " ".join(f"{k} {v:.3f}" for k, v in p.metrics.items()) if p.metrics else ""
+        fold = f" fold {p.fold}/{p.folds}" if p.folds else ""
         log.info(
-            "job %s: %s epoch %d/%d step %d/%d%s%s%s",
+            "job %s:%s %s epoch %d/%d step %d/%d%s%s%s",
             self.job_id,
+            fold,
             p.stage,
             p.epoch,
             p.epochs,
@@ -109,24 +110,24 @@ class JobRunner:
         # Counted before any split: a held-out part of the training set starts with skipped == 0.
         skipped_rows = {"dataset": train_set.skipped, "validation": 0}
         fraction = job.validation if isinstance(job.validation, float) else None
+        folds = job.cv["folds"] if job.cv else 0
         model_config, train_config = params.configs(
-            train_set.labels, device=self.device, val_fraction=fraction
+            train_set.labels, device=self.device, val_fraction=fraction, cv_folds=folds
         )
+        val_set = test_set = None
         if isinstance(job.validation, str):
-            try:
-                val_set = self.datasets.load(
-                    job.validation, labels=train_set.labels, skip_invalid=job.skip_invalid
-                )
-            except DatasetError as exc:
-                raise JobError(f"validation: {exc}") from exc
+            val_set = self._load_split(job, job.validation, "validation", train_set.labels)
             skipped_rows["validation"] = val_set.skipped
-        else:
-            train_set, val_set = split_dataset(train_set, train_config.val_fraction, train_config.seed)
+        if job.test is not None:
+            test_set = self._load_split(job, job.test, "test", train_set.labels)
+            skipped_rows["test"] = test_set.skipped
         log.info(
-            "job %s: %d training and %d validation samples, labels %s, invalid rows skipped %s",
+            "job %s: %d samples, validation %s, test %s, cv %s, labels %s, invalid rows skipped %s",
             job.id,
             len(train_set),
-            len(val_set),
+            len(val_set) if val_set is not None else f"a {train_config.val_fraction} slice",
+            len(test_set) if test_set is not None else "none",
+            f"{folds} folds" if folds else "off",
             ", ".join(train_set.labels),
             skipped_rows,
         )
@@ -140,12 +141,18 @@ class JobRunner:
                 train_config,
                 train_set,
                 val_set,
+                test_set=test_set,
                 cache=FeatureCache(self.cache_dir),
                 on_progress=ProgressWriter(self.jobs, job.id),
                 should_stop=should_stop,
                 # Cancelled during the final evaluation: discard the model.
                 discard=lambda: self.jobs.cancel_requested(job.id),
-                extra={"job_id": job.id, "dataset": job.dataset, "validation": job.validation},
+                extra={
+                    "job_id": job.id,
+                    "dataset": job.dataset,
+                    "validation": job.validation,
+                    "test": job.test,
+                },
                 trainer=trainer,
             )
         except CheckpointError as exc:
@@ -157,6 +164,7 @@ class JobRunner:
         if current is None or not current.runs_on(self.worker_id):
             raise JobLost(f"trained; version {path.name} saved but not activated")
         metric = train_config.metric
+        # The validation figure (with cv: the held-out folds' mean); the test reports never enter here.
         value = result.metrics["fusion"][metric]
         promotion = self._promote(job, path.name, metric, value)
         metrics = {
@@ -164,9 +172,14 @@ class JobRunner:
             "labels": list(result.model.labels),
             "best_epoch": result.best_epoch,
             "metric": metric,
+            "validation_split": result.metrics_split,
             "promotion": promotion,
             "skipped_rows": skipped_rows,
         }
+        if result.test_metrics is not None:
+            metrics["test"] = result.test_metrics
+        if result.cv is not None:
+            metrics["cv"] = result.cv
         done = {
             "stage": "done",
             "epoch": result.best_epoch,
@@ -196,6 +209,13 @@ class JobRunner:
             value,
             promotion["reason"],
         )
+
+    def _load_split(self, job: Job, ref: str, field: str, labels: Sequence[str]) -> Dataset:
+        """A validation or test split, labelled like the training set; JobError naming `field`."""
+        try:
+            return self.datasets.load(ref, labels=labels, skip_invalid=job.skip_invalid)
+        except DatasetError as exc:
+            raise JobError(f"{field}: {exc}") from exc
 
     def _promote(self, job: Job, version: str, metric: str, value: float) -> dict[str, Any]:
         """Activate the new version if the job's policy says so; returns the decision and why."""

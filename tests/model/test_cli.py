@@ -92,15 +92,64 @@ def test_predict_prints_json(small_demo: Path, checkpoint: Path, capsys: pytest.
     assert prediction["modalities_used"] == ["image", "text"]
 
 
-def test_kfold_prints_mean_and_std_without_a_checkpoint(
+def test_cv_prints_every_fold_and_saves_the_final_model(
+    small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["train", str(small_demo), "--cv", "2", "--out", str(tmp_path / "m"), *TINY], capsys)
+    assert code == 0
+    assert "2-fold cross-validation on held-out folds" in out
+    assert "  fold 1" in out and "  fold 2" in out and "  mean" in out
+    assert "final model: all 24 samples" in out
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert len(meta["metrics"]["cv"]["folds"]) == 2
+
+
+def test_kfold_is_an_alias_of_cv(
     small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = run(
         ["train", str(small_demo), "--kfold", "2", "--out", str(tmp_path / "m"), *TINY], capsys
     )
+    assert code == 0 and "2-fold cross-validation" in out
+
+
+def test_test_split_is_reported_apart(
+    small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "train",
+        str(small_demo),
+        "--val-fraction",
+        "0.25",
+        "--test",
+        str(small_demo),
+        "--test-split",
+        "dev",
+    ]
+    code, out, _ = run([*args, "--out", str(tmp_path / "m"), *TINY], capsys)
     assert code == 0
-    assert "2-fold cross-validation" in out
-    assert not (tmp_path / "m").exists()
+    validation, _, test = out.partition("test metrics (8 samples, never used for any decision):")
+    assert "validation metrics (6 samples" in validation  # a quarter of train.jsonl's 24 rows
+    assert test and any(line.startswith("fusion") for line in test.splitlines())
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert sum(c["support"] for c in meta["metrics"]["test"]["fusion"]["per_class"].values()) == 8
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--cv", "2", "--nproc", "2"], "--cv: cross-validation trains in one process"),
+        (["--cv", "1"], "--cv: must be between 2 and 20 folds; got 1"),
+        (["--cv", "2", "--val", "x"], "--val: cross-validation holds out its own slices"),
+        (["--test-split", "dev"], "--test-split needs --test"),
+    ],
+)
+def test_bad_cv_and_test_options_are_one_line_errors(
+    small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code, _, err = run(["train", str(small_demo), "--out", str(tmp_path / "m"), *TINY, *extra], capsys)
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
 def test_train_on_a_named_split(small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

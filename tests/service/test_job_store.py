@@ -61,7 +61,14 @@ def test_skip_invalid_is_stored_with_the_job(store: JobStore) -> None:
     assert fetched is not None and fetched.skip_invalid
 
 
-def test_a_database_from_before_skip_invalid_gains_the_column(tmp_path: Path) -> None:
+def test_test_split_and_cv_are_stored_with_the_job(store: JobStore) -> None:
+    job = store.create("demo", test="other:test", cv={"folds": 3})
+    fetched = store.get(job.id)
+    assert fetched is not None and (fetched.test, fetched.cv) == ("other:test", {"folds": 3})
+    assert fetched.dataset_names == {"demo", "other"}
+
+
+def test_a_database_from_before_skip_invalid_test_and_cv_gains_the_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:
         conn.execute(
@@ -82,8 +89,10 @@ def test_a_database_from_before_skip_invalid_gains_the_column(tmp_path: Path) ->
 
     try:
         old = store.get("old")
-        assert old is not None and not old.skip_invalid
+        assert old is not None and not old.skip_invalid and old.test is None and old.cv is None
         assert store.create("demo", skip_invalid=True).skip_invalid
+        new = store.create("demo", test="demo:dev", cv={"folds": 5})
+        assert (new.test, new.cv) == ("demo:dev", {"folds": 5})
     finally:
         store.close()
 

@@ -218,6 +218,16 @@ def test_report_is_a_png_once_the_job_has_epochs(
         ({"dataset": "demo:nosplit"}, "dataset"),
         ({"dataset": "../etc"}, "dataset"),
         ({"validation": "no-such-dataset"}, "validation"),
+        ({"test": "no-such-dataset"}, "test"),
+        ({"test": "demo:nosplit"}, "test"),
+        ({"test": 0.2}, "test"),
+        ({"cv": {"folds": 1}}, "cv.folds"),
+        ({"cv": {"folds": 21}}, "cv.folds"),
+        ({"cv": {"folds": "five"}}, "cv.folds"),
+        ({"cv": {}}, "cv.folds"),
+        ({"cv": {"folds": 3, "shuffle": True}}, "cv.shuffle"),
+        ({"cv": {"folds": 3}, "validation": "demo:dev"}, "validation"),
+        ({"cv": {"folds": 3}, "params": {"nproc": 2}}, "params.nproc"),
     ],
 )
 def test_bad_requests_are_422_naming_the_field(
@@ -229,8 +239,43 @@ def test_bad_requests_are_422_naming_the_field(
     assert response.json()["error"]["field"] == field
 
 
-def test_validation_set_with_unknown_labels_is_refused(
-    client: TestClient, demo: str, tmp_path: Path, tiny_job_params: Params
+def test_more_folds_than_samples_are_refused(client: TestClient, demo: str, tmp_path: Path) -> None:
+    write_demo_dataset(tmp_path / "data" / "datasets" / "few", n_per_class=4)
+
+    response = _create(client, dataset="few", cv={"folds": 9})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "cv.folds" and "8" in response.json()["error"]["message"]
+
+
+def test_a_cv_job_reports_every_fold_and_plots_them(
+    client: TestClient, demo: str, tiny_job_params: Params
+) -> None:
+    body = {"dataset": "demo", "cv": {"folds": 3}, "test": "demo:dev", "params": tiny_job_params}
+    created = _create(client, **body)
+    assert created.status_code == 202, created.text
+    assert (created.json()["cv"], created.json()["test"]) == ({"folds": 3}, "demo:dev")
+
+    _run_worker_once(client)
+    job = client.get(f"/jobs/{created.json()['id']}").json()
+
+    assert job["status"] == "succeeded", job["error"]
+    cv = job["metrics"]["cv"]
+    assert len(cv["folds"]) == 3 and cv["k"] == 3
+    for summary in (cv["mean"]["fusion"], cv["std"]["fusion"]):
+        assert set(summary) == {"accuracy", "macro_f1", "weighted_f1", "per_class"}
+        assert set(summary["per_class"]["match"]) == {"precision", "recall", "f1"}
+    assert job["metrics"]["fusion"]["accuracy"] == cv["mean"]["fusion"]["accuracy"]
+    assert set(job["metrics"]["test"]) == {"fusion", "image_only", "text_only"}
+    response = client.get(f"/jobs/{job['id']}/report.png")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.format == "PNG" and image.width >= 5 * 500  # loss, metrics, confusion, folds, per class
+
+
+@pytest.mark.parametrize("field", ["validation", "test"])
+def test_a_split_with_unknown_labels_is_refused(
+    client: TestClient, demo: str, tmp_path: Path, tiny_job_params: Params, field: str
 ) -> None:
     folder = tmp_path / "data" / "datasets" / "other"
     for label in ("cat", "dog"):
@@ -239,11 +284,11 @@ def test_validation_set_with_unknown_labels_is_refused(
             (folder / label / f"{i}.jpg").write_bytes(make_jpeg((60 * i, 90, 200 if label == "cat" else 0)))
             (folder / label / f"{i}.txt").write_text(f"{label} {i}")
 
-    response = _create(client, dataset="demo", validation="other", params=tiny_job_params)
+    response = _create(client, dataset="demo", params=tiny_job_params, **{field: "other"})
 
     assert response.status_code == 422
     error = response.json()["error"]
-    assert error["field"] == "validation" and "'cat'" in error["message"]
+    assert error["field"] == field and "'cat'" in error["message"]
 
 
 @pytest.fixture

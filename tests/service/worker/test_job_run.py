@@ -12,6 +12,7 @@ import pytest
 from model.checkpoint import save_checkpoint
 from service.runtime.job_store import JobStatus
 from service.worker.loop import Worker
+from tests.factories import build_tiny_model
 from tests.service.worker.running_jobs import Params, queue, version_with_metric
 
 
@@ -136,3 +137,62 @@ def test_job_declared_dead_while_saving_keeps_its_version_inactive(
     )
     assert worker.models.active_version() == active
     assert len(worker.models.list_versions()) == 2  # the new version stays in the store, inactive
+
+
+def test_a_test_split_changes_no_decision_of_the_job(worker: Worker, tiny_job_params: Params) -> None:
+    version_with_metric(worker.models, 1.0)  # not beaten: both jobs must decide alike
+    runs = []
+    for test in ("demo:dev", "demo:train"):
+        queue(worker, tiny_job_params, validation=0.25, test=test, promote="if_better")
+        done = worker.run_once()
+        assert done is not None and done.status is JobStatus.SUCCEEDED, done and done.error
+        runs.append(done)
+
+    first, second = runs
+    assert first.metrics is not None and second.metrics is not None
+    assert (first.history, first.metrics["best_epoch"]) == (second.history, second.metrics["best_epoch"])
+    decisions = [run.metrics["promotion"] for run in runs if run.metrics is not None]
+    assert decisions[0] == decisions[1] and not first.promoted and not second.promoted
+    assert decisions[0]["value"] == first.metrics["fusion"]["accuracy"]
+    assert first.metrics["test"]["fusion"]["per_class"]["match"]["support"] == 4  # demo:dev, 8 rows
+    assert second.metrics["test"]["fusion"]["per_class"]["match"]["support"] == 16  # demo:train, 32 rows
+    weights = [worker.models.get(run.model_version or "").path / "model.safetensors" for run in runs]
+    assert weights[0].read_bytes() == weights[1].read_bytes()
+
+
+def test_if_better_never_reads_the_active_versions_test_metrics(
+    worker: Worker, tiny_job_params: Params
+) -> None:
+    model = build_tiny_model(labels=("match", "mismatch"))
+    path = save_checkpoint(
+        worker.models.new_version_path(),
+        model,
+        metrics={"fusion": {"accuracy": 0.0}, "test": {"fusion": {"accuracy": 1.0}}, "accuracy": None},
+        dataset_fingerprint="test",
+    )
+    worker.models.activate(path.name)
+    queue(worker, tiny_job_params, promote="if_better")
+
+    done = worker.run_once()
+
+    assert done is not None and done.promoted and done.metrics is not None
+    assert done.metrics["promotion"]["previous_value"] == 0.0
+
+
+def test_a_cv_job_stores_one_model_and_the_fold_reports(worker: Worker, tiny_job_params: Params) -> None:
+    job = queue(
+        worker, tiny_job_params, validation=0.25, cv={"folds": 3}, test="demo:dev", promote="if_better"
+    )
+
+    done = worker.run_once()
+
+    assert done is not None and done.id == job.id and done.status is JobStatus.SUCCEEDED, done and done.error
+    assert done.metrics is not None and done.promoted
+    cv = done.metrics["cv"]
+    assert len(cv["folds"]) == 3 and set(cv["mean"]["fusion"]) >= {"accuracy", "macro_f1", "weighted_f1"}
+    assert done.metrics["validation_split"] == "cv"
+    assert done.metrics["promotion"]["value"] == cv["mean"]["fusion"]["accuracy"]
+    assert done.metrics["best_epoch"] == cv["final_epochs"] and len(done.history) == cv["final_epochs"]
+    assert sum(fold["heldout_samples"] for fold in cv["folds"]) == 32
+    assert "test" in done.metrics
+    assert [v.version for v in worker.models.list_versions()] == [done.model_version]
