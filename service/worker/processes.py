@@ -39,7 +39,7 @@ TERMINATE_WAIT_S = 5.0
 
 
 class TorchrunTrainer:
-    """A `model.runs.Trainer` that trains in `train_config.nproc` processes under torchrun.
+    """Trains like `model.training.train`, in `train_config.nproc` processes under torchrun.
 
     `data_args` are the `python -m model train` options naming the job's datasets (and the feature
     cache); the recipe goes to the processes as a config file in the job's work folder.

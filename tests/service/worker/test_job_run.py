@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from model.checkpoint import save_checkpoint
+from model.progress import Progress
 from service.runtime.job_store import JobStatus
+from service.schemas.jobs import JobProgress
+from service.worker.job_run import ProgressWriter
 from service.worker.loop import Worker
 from tests.factories import build_tiny_model
 from tests.service.worker.running_jobs import Params, queue, version_with_metric
@@ -196,3 +199,17 @@ def test_a_cv_job_stores_one_model_and_the_fold_reports(worker: Worker, tiny_job
     assert sum(fold["heldout_samples"] for fold in cv["folds"]) == 32
     assert "test" in done.metrics
     assert [v.version for v in worker.models.list_versions()] == [done.model_version]
+
+
+def test_progress_of_a_cv_job_names_the_fold(worker: Worker, tiny_job_params: Params) -> None:
+    job = queue(worker, tiny_job_params, cv={"folds": 3})
+    assert worker.jobs.claim_next(worker.worker_id) is not None
+    write = ProgressWriter(worker.jobs, job.id)
+
+    write(Progress("evaluating", 1, 3, 2, 2, 0.5, {"accuracy": 0.5}, fraction=1.0, fold=2, folds=3))
+
+    running = worker.jobs.get(job.id)
+    assert running is not None and running.progress is not None
+    assert (running.progress["fold"], running.progress["folds"]) == (2, 3)
+    assert running.history == [{"epoch": 1, "loss": 0.5, "val": {"accuracy": 0.5}, "fold": 2}]
+    assert JobProgress.model_validate(running.progress).fold == 2
