@@ -22,8 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from model.config import METRICS, MODES, ModelConfig, TrainConfig
+from model.config import ModelConfig, TrainConfig
 from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, split_dataset
+from model.tables import cv_table, metrics_table
 
 if TYPE_CHECKING:
     from model.progress import Progress
@@ -137,33 +138,6 @@ def _build_parser() -> _Parser:
     predict.add_argument("--text")
     predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     return parser
-
-
-def _metrics_table(metrics: dict[str, dict | None]) -> str:
-    """Accuracy / macro F1 / weighted F1 per mode (fusion, image-only, text-only)."""
-    lines = [f"{'':<12}" + "".join(f"{name:>{len(name) + 2}}" for name in METRICS)]
-    for mode, report in metrics.items():
-        if report is None:
-            continue
-        cells = "".join(f"{report[name]:>{len(name) + 2}.3f}" for name in METRICS)
-        lines.append(f"{mode.replace('_', '-'):<12}{cells}")
-    return "\n".join(lines)
-
-
-def _cv_table(summary: dict[str, Any]) -> str:
-    """Per fold and mean (std) of the held-out folds' scalar metrics, per mode."""
-    lines = [
-        f"{summary['k']}-fold cross-validation on held-out folds (best epochs {summary['best_epochs']}):"
-    ]
-    for mode in MODES:
-        mean, std = summary["mean"][mode], summary["std"][mode]
-        if mean is None:
-            continue
-        lines.append(f"{mode.replace('_', '-')}:")
-        for i, fold in enumerate(summary["folds"], start=1):
-            lines.append(f"  fold {i:<3}" + "  ".join(f"{key} {fold[mode][key]:.3f}" for key in METRICS))
-        lines.append("  mean    " + "  ".join(f"{key} {mean[key]:.3f} ({std[key]:.3f})" for key in METRICS))
-    return "\n".join(lines)
 
 
 def _validation_set(
@@ -285,14 +259,14 @@ def _train_here(
     if saved is None:
         return 0
     if result.cv is not None:
-        print(_cv_table(result.cv))
+        print(cv_table(result.cv))
         print(f"final model: all {len(train_set)} samples, {result.cv['final_epochs']} epochs (median best)")
     else:
         print(f"validation metrics ({len(val_set or ())} samples, best epoch {result.best_epoch}):")
-        print(_metrics_table(result.metrics))
+        print(metrics_table(result.metrics))
     if result.test_metrics is not None and test_set is not None:
         print(f"test metrics ({len(test_set)} samples, never used for any decision):")
-        print(_metrics_table(result.test_metrics))
+        print(metrics_table(result.test_metrics))
     print(f"checkpoint saved to {saved}", flush=True)
     return 0
 
@@ -311,7 +285,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2))
     else:
         print(f"{len(dataset)} samples")
-        print(_metrics_table(metrics))
+        print(metrics_table(metrics))
     return 0
 
 

@@ -15,7 +15,6 @@ every rank ends with the same weights, metrics and early-stopping decisions; onl
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,9 +26,10 @@ from model.config import METRICS, ModelConfig, TrainConfig
 from model.datasets import Dataset
 from model.device import autocast, resolve_device
 from model.distributed import Ranks, all_reduce, broadcast_buffers, current_ranks, local_main_first, shard
+from model.early_stopping import EarlyStopping
 from model.encoders import VOCAB_ENCODERS
 from model.evaluation import evaluate
-from model.features import FeatureCache, frozen_modalities
+from model.features import FeatureCache
 from model.fusion import FusionClassifier
 from model.loading import index_batches
 from model.optimisation import Optimisation, make_optimisation
@@ -187,47 +187,6 @@ def train_one_epoch(
     broadcast_buffers(model, ranks)
     sums = all_reduce(torch.tensor([total, count], dtype=torch.float64, device=device), ranks)
     return float(sums[0] / sums[1].clamp(min=1))
-
-
-class EarlyStopping:
-    """Keeps the weights of the best epoch by `metric` and says when `patience` epochs brought nothing.
-
-    Without validation reports every epoch counts as the best (the last one is kept); patience 0 never stops.
-    """
-
-    def __init__(self, model: FusionClassifier, metric: str, patience: int) -> None:
-        self.model = model
-        self.metric = metric
-        self.patience = patience
-        self.best_score = -math.inf
-        self.best_epoch = 0
-        self.since_best = 0
-        self._best_state = _snapshot(model)
-
-    def update(self, epoch: int, report: dict | None) -> None:
-        """Record the epoch's validation report (None: no validation set)."""
-        if report is not None and report[self.metric] <= self.best_score:
-            self.since_best += 1
-            return
-        if report is not None:
-            self.best_score = report[self.metric]
-        self.best_epoch, self._best_state, self.since_best = epoch, _snapshot(self.model), 0
-
-    @property
-    def should_stop(self) -> bool:
-        """Whether `patience` epochs in a row failed to beat the best."""
-        return bool(self.patience) and self.since_best >= self.patience
-
-    def restore_best(self) -> FusionClassifier:
-        """Load the best epoch's weights back into the model; returns it."""
-        self.model.load_state_dict(self._best_state, strict=False)
-        return self.model
-
-
-def _snapshot(model: FusionClassifier) -> dict[str, torch.Tensor]:
-    """Copies of every tensor that training can change (frozen encoders are left out)."""
-    frozen = tuple(f"{m}_encoder." for m in frozen_modalities(model))
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(frozen)}
 
 
 class _Reporter:
