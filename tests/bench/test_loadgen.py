@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.loadgen import check_loopback, encode_requests, percentile, run_load
-from tests.factories import make_jpeg
+from bench.loadgen import check_loopback, encode_requests, run_load
+from fusion_testkit.factories import make_jpeg
 
 
 async def _predict(request: Request) -> JSONResponse:
@@ -91,8 +91,3 @@ def test_only_loopback_targets_are_allowed() -> None:
         check_loopback("http://10.0.0.1:8000/predict")
     with pytest.raises(ValueError, match="not an http:// URL"):
         check_loopback("https://127.0.0.1:8000/predict")
-
-
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)

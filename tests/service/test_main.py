@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from fusion_testkit.factories import tiny_model_config
 from model.config import TrainConfig
 from service.__main__ import bootstrap_demo, main
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
-from tests.factories import tiny_model_config
 
 
 def test_bootstrap_demo_trains_saves_and_activates(
