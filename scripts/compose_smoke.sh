@@ -42,8 +42,8 @@ trap cleanup EXIT
 fill_wheels() {
   local python
   python=$(command -v python3.11 || command -v python3)
-  log "collecting wheels into ./wheels with $python -m pip download"
-  "$python" -m pip download --quiet --disable-pip-version-check -d wheels ".[postgres]" setuptools
+  log "collecting the wheels of lock/runtime.txt into ./wheels with $python -m pip download"
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps -d wheels -r lock/runtime.txt "setuptools>=77"
   export PIP_EXTRA_ARGS="--no-index --find-links /wheels"
 }
 
@@ -115,7 +115,9 @@ while :; do
 done
 VERSION=$(json "$WORK/job.json" 'd["model_version"]')
 log "job succeeded: version $VERSION, promoted=$(json "$WORK/job.json" 'd["promoted"]'), fusion accuracy $(json "$WORK/job.json" '(d["metrics"] or {}).get("fusion", {}).get("accuracy")')"
-if ! "${COMPOSE[@]}" logs --no-color trainer | grep -q "$JOB"; then
+# Captured first: `logs | grep -q` would fail under pipefail when grep exits early and logs gets SIGPIPE.
+trainer_log=$("${COMPOSE[@]}" logs --no-color trainer 2>&1)
+if [[ "$trainer_log" != *"$JOB"* ]]; then
   log "the trainer container's log does not mention job $JOB"
   exit 1
 fi
