@@ -2,6 +2,7 @@
 
     python -m scripts.lock                       # from the repository root; a few minutes (torch)
     python -m scripts.lock --pip-arg=--extra-index-url=https://download.pytorch.org/whl/cpu
+    python -m scripts.lock --check               # each pyproject.toml requirement pinned within range (CI)
 
 A new virtual environment gets ``.[dev,postgres]`` (plus any ``--with`` requirement), then each lock is
 the closure of its roots' requirements as installed: runtime = ``fusion-service[postgres]``, dev = the
@@ -67,6 +68,30 @@ def closure(roots: Iterable[str]) -> dict[str, str]:
     return {key.split("[")[0]: version for key, version in found.items()}
 
 
+def stale_pins() -> list[str]:
+    """Each requirement of pyproject.toml that its lock does not pin, or pins outside the requirement."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = {
+        "runtime.txt": [*project["dependencies"], *extras["postgres"]],
+        "dev.txt": [*project["dependencies"], *extras["postgres"], *extras["dev"]],
+    }
+    problems = []
+    for lock_name, requirements in wanted.items():
+        lines = (LOCK_DIR / lock_name).read_text().splitlines()
+        pins = dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
+        for text in requirements:
+            requirement = Requirement(text)
+            version = pins.get(canonical(requirement.name))
+            if version is None or not requirement.specifier.contains(version, prereleases=True):
+                problems.append(f"lock/{lock_name}: {requirement} pinned as {version or 'nothing'}")
+    return problems
+
+
 def lock_lines(pins: dict[str, str]) -> list[str]:
     """``name==version`` lines, sorted, without the project itself."""
     return [f"{name}=={version}" for name, version in sorted(pins.items()) if name != PROJECT]
@@ -107,11 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--venv", type=Path, help="build the environment here and keep it (default: a temp dir)"
     )
+    parser.add_argument("--check", action="store_true", help="only check the locks against pyproject.toml")
     parser.add_argument("--closure", nargs="+", help=argparse.SUPPRESS)  # run inside the new environment
     args = parser.parse_args(argv)
     if args.closure:
         print(json.dumps(closure(args.closure)))
         return 0
+    if args.check:
+        problems = stale_pins()
+        for problem in problems:
+            print(f"stale lock: {problem}; run `python -m scripts.lock`", file=sys.stderr)
+        return 1 if problems else 0
 
     with contextlib.ExitStack() as stack:
         venv = args.venv or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fusion-lock-")))
