@@ -1,7 +1,8 @@
 """Long schemathesis run: many generated requests per operation, valid and invalid, with the same app and
-checks as tests/service/test_fuzz.py; prints the cases tried, the statuses seen and every distinct failure.
+checks as tests/service/test_fuzz.py (fusion_testkit.fuzz); prints the cases tried, the statuses seen
+and every distinct failure.
 
-    .venv/bin/python bench/fuzz.py --examples 300 --time-limit 900
+    .venv/bin/python -m bench.fuzz --examples 300 --time-limit 900
 
 Exits non-zero when any check failed. Requests go to the app in-process (no network).
 """
@@ -11,13 +12,10 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -28,7 +26,7 @@ from schemathesis.core.result import Ok
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.schemas import APIOperation
 
-from tests.service.test_fuzz import checks_for, load_schema, start_fuzz_app
+from fusion_testkit.fuzz import checks_for, load_schema, start_fuzz_app
 
 
 @dataclass

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import ipaddress
 import json
-import math
 import mimetypes
 import resource
 import sys
@@ -30,6 +29,8 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 import uvloop
+
+from fusion_testkit.stats import percentile
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -58,14 +59,6 @@ class LoadResult:
     mean_ms: float
     client_cpu_s: float
     latencies_ms: list[float] = field(repr=False, default_factory=list)
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..100) of already sorted values; NaN when empty."""
-    if not sorted_values:
-        return float("nan")
-    rank = min(len(sorted_values), max(1, math.ceil(len(sorted_values) * q / 100)))
-    return float(sorted_values[rank - 1])
 
 
 def check_loopback(url: str) -> None:

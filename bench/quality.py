@@ -1,6 +1,6 @@
 """Train the default recipe on DATA_DIR/train.jsonl, evaluate on DATA_DIR/dev.jsonl and print a quality table.
 
-Usage: python bench/quality.py /path/to/mvsa-single [--cache-dir DIR] [--set key=value ...]
+Usage: python -m bench.quality /path/to/mvsa-single [--cache-dir DIR] [--set key=value ...]
 
 Without --cache-dir the feature cache starts cold (a fresh temporary directory), so the wall time
 includes encoding every image and caption once. Rows that fail validation (MVSA-Single has 17
@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from model.config import MODES, ModelConfig, TrainConfig
 from model.datasets import load_dataset
@@ -25,9 +26,10 @@ from model.training import train
 SCORES = ("accuracy", "weighted_f1", "macro_f1")
 
 
-def _parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
+def _parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """`--set m.fusion=concat --set epochs=20`: `m.` keys go to ModelConfig, the others to TrainConfig."""
-    model_kw, train_kw = {}, {}
+    model_kw: dict[str, Any] = {}
+    train_kw: dict[str, Any] = {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
         value = json.loads(raw) if raw[:1] in "0123456789-[{tf" else raw

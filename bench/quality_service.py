@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from bench.processes import HOST, free_port, managed, wait_ready
 from bench.quality import SCORES, metrics_table
+from fusion_testkit.processes import HOST, free_port, managed, wait_ready
 
 API_KEY = "quality-bench-key"
 JOB = {"dataset": "mvsa:train", "validation": "mvsa:dev", "skip_invalid": True}

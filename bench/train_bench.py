@@ -4,9 +4,9 @@
 (b) re-encode: the frozen encoders run on every batch of every epoch (DataLoader decoding, no cache).
 (c) textbook:  per-sample PIL decode and a full forward/backward per batch, no cache, no loader tricks.
 
-    python bench/train_bench.py                       # demo data, production encoders (frozen)
-    python bench/train_bench.py --data /work/shared/datasets/mvsa-single --limit 512
-    python bench/train_bench.py --encoders tiny       # cnn + bow: nothing is frozen, so (a) trains end to end
+    python -m bench.train_bench                       # demo data, production encoders (frozen)
+    python -m bench.train_bench --data path/to/mvsa-single --limit 512
+    python -m bench.train_bench --encoders tiny       # cnn + bow: nothing is frozen, so (a) trains end to end
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ ENCODERS: dict[str, dict[str, object]] = {
     "production": {"image_encoder": "efficientnet_lite0", "text_encoder": "minilm"},
     "tiny": {"image_encoder": "cnn", "text_encoder": "bow", "pretrained": False, "image_size": 64},
 }
-MVSA = Path("/work/shared/datasets/mvsa-single")
 
 
 def _build_model(config: ModelConfig, dataset: Dataset, device: torch.device) -> FusionClassifier:
@@ -140,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, help=f"dataset (default: demo data in a temp dir; try {MVSA})")
+    parser.add_argument("--data", type=Path, help="dataset (default: demo data in a temp dir)")
     parser.add_argument("--n-per-class", type=int, default=150, help="demo data size")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N samples")
     parser.add_argument("--encoders", choices=sorted(ENCODERS), default="production")

@@ -3,9 +3,11 @@
 # build and start api + trainer, upload the demo dataset, train a small model in the trainer
 # container, wait until api serves the promoted version, predict with curl, tear everything down.
 #
-# Runs under its own compose project (fusion-smoke) on port $SMOKE_PORT, so it never touches the
+# Runs under its own compose project ($SMOKE_PROJECT) on port $SMOKE_PORT, so it never touches the
 # volumes of a stack you run yourself. Environment:
 #   SMOKE_PORT        published API port (default 18000)
+#   SMOKE_PROJECT     compose project name (default fusion-smoke)
+#   FUSION_IMAGE      tag of the image built (default fusion-service:latest)
 #   PIP_EXTRA_ARGS    passed to the image build; when unset, the wheels torch needs are put into
 #                     ./wheels with the host's pip and the build installs offline from there
 #   FUSION_API_KEY    sent as a bearer token (set it when your .env configures a key)
@@ -15,7 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PORT="${SMOKE_PORT:-18000}"
 BASE="http://127.0.0.1:$PORT"
 export FUSION_PUBLISH_PORT="$PORT"
-COMPOSE=(docker compose --project-name fusion-smoke)
+COMPOSE=(docker compose --project-name "${SMOKE_PROJECT:-fusion-smoke}")
+IMAGE="${FUSION_IMAGE:-fusion-service:latest}"
 WORK=$(mktemp -d)
 AUTH=()
 [ -z "${FUSION_API_KEY:-}" ] || AUTH=(-H "Authorization: Bearer $FUSION_API_KEY")
@@ -42,8 +45,8 @@ trap cleanup EXIT
 fill_wheels() {
   local python
   python=$(command -v python3.11 || command -v python3)
-  log "collecting wheels into ./wheels with $python -m pip download"
-  "$python" -m pip download --quiet --disable-pip-version-check -d wheels ".[postgres]" setuptools
+  log "collecting the wheels of lock/runtime.txt into ./wheels with $python -m pip download"
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps -d wheels -r lock/runtime.txt "setuptools>=77"
   export PIP_EXTRA_ARGS="--no-index --find-links /wheels"
 }
 
@@ -74,7 +77,7 @@ if ! "${COMPOSE[@]}" build api >"$WORK/build.log" 2>&1; then
   tail -n 60 "$WORK/build.log"
   exit 1
 fi
-log "image built in $((SECONDS - build_start))s: $(docker image inspect --format '{{.Size}}' fusion-service:latest | awk '{printf "%.2f GB", $1 / 1e9}')"
+log "image built in $((SECONDS - build_start))s: $(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1 / 1e9}')"
 
 "${COMPOSE[@]}" up -d
 wait_http "$BASE/health/live" 200 180
@@ -115,7 +118,9 @@ while :; do
 done
 VERSION=$(json "$WORK/job.json" 'd["model_version"]')
 log "job succeeded: version $VERSION, promoted=$(json "$WORK/job.json" 'd["promoted"]'), fusion accuracy $(json "$WORK/job.json" '(d["metrics"] or {}).get("fusion", {}).get("accuracy")')"
-if ! "${COMPOSE[@]}" logs --no-color trainer | grep -q "$JOB"; then
+# Captured first: `logs | grep -q` would fail under pipefail when grep exits early and logs gets SIGPIPE.
+trainer_log=$("${COMPOSE[@]}" logs --no-color trainer 2>&1)
+if [[ "$trainer_log" != *"$JOB"* ]]; then
   log "the trainer container's log does not mention job $JOB"
   exit 1
 fi

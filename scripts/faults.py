@@ -7,7 +7,7 @@
 3. API killed (SIGKILL) mid-job: the orphaned worker notices, puts its job back and exits; after the
    restart the job runs again, history and store unchanged.
 
-    .venv/bin/python scripts/faults.py
+    .venv/bin/python -m scripts.faults
 
 Every loop is bounded in time; every process started is killed on exit. Exits non-zero on any surprise.
 """
@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from reliability_harness import (
-    TINY_JOB_PARAMS,
+
+from fusion_testkit.jobs import TINY_JOB_PARAMS
+from fusion_testkit.processes import alive, free_port
+from fusion_testkit.service_process import (
     ServiceProcess,
-    alive,
-    free_port,
+    kill_all_on_exit,
     make_versions,
     place_demo_dataset,
     predict_files,
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for any one step")
     args = parser.parse_args(argv)
+    kill_all_on_exit()
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:

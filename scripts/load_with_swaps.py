@@ -5,7 +5,7 @@ Starts the real service (uvicorn on a free 127.0.0.1 port, temporary store with 
 through `POST /models/{v}/activate`. Every answer must be a 200 naming one of the two versions; readiness
 must stay 200 across every swap.
 
-    .venv/bin/python scripts/load_with_swaps.py --requests 5000 --concurrency 32
+    .venv/bin/python -m scripts.load_with_swaps --requests 5000 --concurrency 32
 
 Exits non-zero on any failed request or swap, an unknown version, or fewer requests than asked.
 """
@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from reliability_harness import ServiceProcess, free_port, make_versions, percentile, predict_files, rss_mib
 
-from tests.factories import make_jpeg
+from fusion_testkit.factories import make_jpeg
+from fusion_testkit.processes import free_port, rss_mib
+from fusion_testkit.service_process import ServiceProcess, kill_all_on_exit, make_versions, predict_files
+from fusion_testkit.stats import percentile
 
 
 @dataclass
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swap-every", type=float, default=1.0, help="seconds between activations")
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds for the load at most")
     args = parser.parse_args(argv)
+    kill_all_on_exit()
 
     key = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="load-swaps-") as tmp:

@@ -5,7 +5,7 @@ three phases against it: a calm one (`--calm-concurrency`), a flood (`--flood-co
 `--flood-seconds`) and a calm one again. Prints the statuses per phase, the Retry-After values, and the
 server's resident memory before, at its peak during the flood, and after.
 
-    .venv/bin/python scripts/overload.py --max-queue 8 --flood-concurrency 128 --flood-seconds 20
+    .venv/bin/python -m scripts.overload --max-queue 8 --flood-concurrency 128 --flood-seconds 20
 
 Exits non-zero unless: the flood got 503s, every 503 had a Retry-After and the `overloaded` code, nothing
 else but 200 and 503 came back, both calm phases were all 200, and the RSS peak stayed within
@@ -28,7 +28,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
-from reliability_harness import ServiceProcess, free_port, make_versions, percentile, predict_files, rss_mib
+
+from fusion_testkit.processes import free_port, rss_mib
+from fusion_testkit.service_process import ServiceProcess, kill_all_on_exit, make_versions, predict_files
+from fusion_testkit.stats import percentile
 
 
 @dataclass
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-side", type=int, default=384)
     parser.add_argument("--max-rss-growth-mib", type=float, default=256.0)
     args = parser.parse_args(argv)
+    kill_all_on_exit()
 
     images = [heavy_png(i, args.image_side) for i in range(8)]
     settings = {

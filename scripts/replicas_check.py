@@ -11,7 +11,7 @@ Printed: the seconds from sending the activate request to each replica serving t
 figure is its own load + warm-up; the others' add the pointer polling and their own load). A prediction
 from every replica must then name the new version too.
 
-    .venv/bin/python scripts/replicas_check.py --rounds 5 [--model production]
+    .venv/bin/python -m scripts.replicas_check --rounds 5 [--model production]
 
 With `--url` (repeated) nothing is started: the replicas of a running deployment are checked by swapping
 its active version with the newest other one (the active one is restored at the end).
@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from reliability_harness import ServiceProcess, free_port, make_versions, predict_files
 
+from fusion_testkit.processes import free_port
+from fusion_testkit.service_process import ServiceProcess, kill_all_on_exit, make_versions, predict_files
 from service.settings import Settings
 
 # The bootstrap-demo model's architecture (ModelConfig defaults but the concat head) at its full size.
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--api-key", default=os.environ.get("FUSION_API_KEY"), help="for --url deployments")
     args = parser.parse_args(argv)
+    kill_all_on_exit()
     if args.rounds < 1 or (len(args.url) < 2 if args.url else args.replicas < 2):
         parser.error("--rounds must be at least 1, and --replicas (or --url given) at least 2")
     poll_interval = (

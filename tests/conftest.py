@@ -1,4 +1,4 @@
-"""Fixtures shared by all tests; builders live in tests/factories.py."""
+"""Fixtures shared by all tests; builders live in fusion_testkit/factories.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.factories import make_jpeg, make_png, save_tiny_checkpoint
+from fusion_testkit.factories import make_jpeg, make_png, save_tiny_checkpoint
 
 
 @pytest.fixture(autouse=True)

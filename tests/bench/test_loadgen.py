@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.loadgen import check_loopback, encode_requests, percentile, run_load
-from tests.factories import make_jpeg
+from bench.loadgen import check_loopback, encode_requests, run_load
+from fusion_testkit.factories import make_jpeg
+from fusion_testkit.processes import free_port
 
 
 async def _predict(request: Request) -> JSONResponse:
@@ -35,9 +35,7 @@ async def _predict(request: Request) -> JSONResponse:
 
 @pytest.fixture
 def url() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     app = Starlette(routes=[Route("/predict", _predict, methods=["POST"])])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -77,9 +75,7 @@ def test_a_closed_connection_is_reopened(url: str, tmp_path: Path) -> None:
 
 
 def test_a_refused_connection_is_an_error_not_a_crash(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/predict"
+    dead = f"http://127.0.0.1:{free_port()}/predict"  # nothing listens there
     requests = encode_requests(_samples(tmp_path, "x"), dead)
     result = asyncio.run(run_load(dead, requests, concurrency=1, total_requests=3))
     assert (result.ok, result.errors, result.error_kinds) == (0, 3, {"ConnectionRefusedError": 3})
@@ -91,8 +87,3 @@ def test_only_loopback_targets_are_allowed() -> None:
         check_loopback("http://10.0.0.1:8000/predict")
     with pytest.raises(ValueError, match="not an http:// URL"):
         check_loopback("https://127.0.0.1:8000/predict")
-
-
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)

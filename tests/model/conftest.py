@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from fusion_testkit.factories import tiny_model_config
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset, load_dataset
 from model.demo_data import write_demo_dataset
 from model.progress import Progress
 from model.training import TrainResult, train
-from tests.factories import tiny_model_config
 
 
 @pytest.fixture(scope="session")

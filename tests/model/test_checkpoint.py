@@ -9,12 +9,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from fusion_testkit.factories import (
+    build_tiny_model,
+    save_tiny_checkpoint,
+    tiny_model_config,
+    tiny_vocabulary,
+)
 from model import checkpoint as ckpt
 from model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from model.config import TrainConfig
 from model.encoders import efficientnet_lite
 from model.fusion import FusionClassifier
-from tests.factories import build_tiny_model, save_tiny_checkpoint, tiny_model_config, tiny_vocabulary
 
 
 def _outputs(model: FusionClassifier) -> torch.Tensor:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fusion_testkit.factories import make_jpeg
 from model.demo_data import write_demo_dataset
 from model.device import available_cpus
-from tests.factories import make_jpeg
 
 TINY = [
     "--image-encoder", "cnn", "--text-encoder", "bow", "--no-pretrained", "--fusion", "concat",

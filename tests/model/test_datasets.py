@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fusion_testkit.factories import encode_image, make_image, make_jpeg, make_png
 from model.datasets import DatasetError, kfold_datasets, load_dataset, split_dataset
-from tests.factories import encode_image, make_image, make_jpeg, make_png
 
 RED, GREEN, BLUE = (200, 30, 30), (30, 200, 30), (30, 30, 200)
 

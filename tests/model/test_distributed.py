@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from fusion_testkit.factories import tiny_model_config
+from fusion_testkit.processes import free_port
 from model.checkpoint import read_checkpoint_meta
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset
@@ -38,7 +39,6 @@ from model.distributed import (
     shard,
 )
 from model.training import TrainResult, train
-from tests.factories import tiny_model_config
 
 ACCURACY_TOLERANCE = 0.05
 LOSS_RELATIVE_TOLERANCE = 1e-5
@@ -186,12 +186,6 @@ def test_a_process_given_a_parent_death_signal_ends_with_its_parent() -> None:
     assert started[0].wait(timeout=10) == -signal.SIGTERM
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _rank_environment(rank: int, world_size: int, port: int) -> dict[str, str]:
     """What torchrun sets for a process of a one-node group (without its agent)."""
     return {
@@ -207,7 +201,7 @@ def _rank_environment(rank: int, world_size: int, port: int) -> dict[str, str]:
 def test_the_process_group_waits_long_enough_for_a_large_feature_cache(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for key, value in _rank_environment(0, 1, _free_port()).items():
+    for key, value in _rank_environment(0, 1, free_port()).items():
         monkeypatch.setenv(key, value)
 
     with process_group("cpu"):
@@ -230,7 +224,7 @@ print("rank", ranks.rank, "went on")
 
 @pytest.mark.slow  # two interpreters import torch and join a gloo group (5-10 s on a busy 2-core machine)
 def test_a_failure_on_local_rank_zero_releases_the_ranks_waiting_for_it() -> None:
-    port = _free_port()
+    port = free_port()
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", _FAILING_ENCODER],

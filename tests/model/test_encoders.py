@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fusion_testkit.factories import make_jpeg, make_png, tiny_model_config, tiny_vocabulary
 from model.config import FUSIONS, IMAGE_ENCODERS, TEXT_ENCODERS
 from model.encoders import (
     IMAGE_ENCODER_BUILDERS,
@@ -22,7 +23,6 @@ from model.encoders.minilm import MiniLM, model_dir
 from model.fusion import FusionClassifier
 from model.images import ImageTransform, load_image
 from model.text import normalize_text
-from tests.factories import make_jpeg, make_png, tiny_model_config, tiny_vocabulary
 
 SENTENCES = ["A man is eating food.", "RT @bob: the weather is lovely today #sun", "I hate mondays!!"]
 COMBINATIONS = [

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from fusion_testkit.factories import build_tiny_model, tiny_model_config
 from model.datasets import Dataset
 from model.features import FeatureCache, frozen_modalities
 from model.fusion import FusionClassifier
 from model.images import ImageTransform, load_image
-from tests.factories import build_tiny_model, tiny_model_config
 
 BOTH = ("image", "text")
 

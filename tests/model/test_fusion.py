@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fusion_testkit.factories import build_tiny_model, tiny_model_config
 from model.fusion import FusionClassifier
-from tests.factories import build_tiny_model, tiny_model_config
 
 ALL = torch.tensor([True, True, True, True])
 NONE = ~ALL

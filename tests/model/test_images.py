@@ -9,8 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
+from fusion_testkit.factories import (
+    encode_image,
+    make_image,
+    make_jpeg,
+    make_png,
+    png_header_only,
+    tiny_model_config,
+)
 from model.images import ImageDecodeError, ImageTransform, load_image
-from tests.factories import encode_image, make_image, make_jpeg, make_png, png_header_only, tiny_model_config
 
 RED = (200, 40, 40)
 

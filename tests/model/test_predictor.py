@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
+from fusion_testkit.factories import make_jpeg, make_png, png_header_only, save_tiny_checkpoint
 from model.images import ImageDecodeError, load_image
 from model.predictor import Predictor
-from tests.factories import make_jpeg, make_png, png_header_only, save_tiny_checkpoint
 
 JPEG = make_jpeg((220, 60, 20), (48, 40))
 PNG = make_png((20, 60, 220))

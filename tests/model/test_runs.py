@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from fusion_testkit.factories import build_tiny_model
 from model.checkpoint import CheckpointError, save_checkpoint
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset
 from model.runs import load_run, train_and_save
 from model.training import TrainingCancelled
-from tests.factories import build_tiny_model
 
 
 @pytest.fixture

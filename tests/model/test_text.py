@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from fusion_testkit.factories import tiny_model_config
 from model.text import Vocabulary, build_vocabulary, normalize_text, tokenize
-from tests.factories import tiny_model_config
 
 CONFIG = tiny_model_config()
 

@@ -9,14 +9,25 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "replicas_check.py"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow  # two uvicorn processes start (about 4 s each on a busy 2-core machine)
 def test_both_replicas_serve_the_promoted_version_within_the_limit() -> None:
     """One promotion: the script times each replica until it serves the new version, and exits 0."""
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rounds", "1", "--poll-interval", "0.2", "--limit", "10"],
+        [
+            sys.executable,
+            "-m",
+            "scripts.replicas_check",
+            "--rounds",
+            "1",
+            "--poll-interval",
+            "0.2",
+            "--limit",
+            "10",
+        ],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,16 +12,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fusion_testkit.factories import SettingsFactory, VersionFactory, save_tiny_checkpoint
+from fusion_testkit.jobs import TINY_JOB_PARAMS
+from fusion_testkit.pg_cluster import PostgresUnavailable, throwaway_cluster
 from model.demo_data import write_demo_dataset
-from scripts.pg_cluster import PostgresUnavailable, throwaway_cluster
-from scripts.tiny_job import TINY_JOB_PARAMS
 from service.app import create_app
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
-from tests.factories import save_tiny_checkpoint
-
-SettingsFactory = Callable[..., Settings]
-VersionFactory = Callable[..., str]
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from fusion_testkit.factories import SettingsFactory
 from service.app import create_app
 from service.runtime.worker_supervisor import WorkerSupervisor
-from tests.service.conftest import SettingsFactory
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

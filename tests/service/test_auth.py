@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
+from fusion_testkit.factories import make_jpeg
 from service.settings import Settings
-from tests.factories import make_jpeg
 
 KEY = "s3cret-key-value"
 ClientFactory = Callable[..., TestClient]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import make_jpeg
+from fusion_testkit.factories import make_jpeg
 from tests.service.route_table import routes_with_methods, unstarted_app
 
 KEY = "k3y-Zq8vN1xR5tW0pL7m"

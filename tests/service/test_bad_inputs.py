@@ -25,8 +25,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.factories import encode_image, make_image, make_jpeg, make_png, png_header_only
-from tests.service.zips import valid_entries, zip_entries
+from fusion_testkit.factories import encode_image, make_image, make_jpeg, make_png, png_header_only
+from fusion_testkit.zips import valid_entries, zip_entries
 
 KEY = "corpus-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

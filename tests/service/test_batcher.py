@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from fusion_testkit.factories import make_jpeg, save_tiny_checkpoint
 from model.images import ImageDecodeError
 from model.predictor import Predictor
 from service.runtime.batcher import MicroBatcher, NotReadyError, QueueFullError
 from service.runtime.model_holder import ModelHolder
-from tests.factories import make_jpeg, save_tiny_checkpoint
 
 
 def _predictor(path: Path, **overrides: Any) -> Predictor:

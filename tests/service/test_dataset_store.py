@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fusion_testkit.factories import make_jpeg
+from fusion_testkit.zips import demo_zip, tree, valid_entries, zip_entries
 from model.datasets import DatasetError
 from service.runtime.dataset_store import (
     DatasetExists,
@@ -20,8 +22,6 @@ from service.runtime.dataset_store import (
     UploadTooLarge,
 )
 from service.runtime.zip_extract import ZipLimits
-from tests.factories import make_jpeg
-from tests.service.zips import demo_zip, tree, valid_entries, zip_entries
 
 
 @pytest.fixture

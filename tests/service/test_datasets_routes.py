@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fusion_testkit.zips import demo_zip, tree, valid_entries, with_symlink, zip_entries
 from model.demo_data import write_demo_dataset
-from tests.service.zips import demo_zip, tree, valid_entries, with_symlink, zip_entries
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

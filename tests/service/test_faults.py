@@ -21,12 +21,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fusion_testkit.factories import VersionFactory, make_jpeg
 from service.app import create_app
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
 from service.worker.loop import Worker
-from tests.factories import make_jpeg
-from tests.service.conftest import VersionFactory
 
 ClientFactory = Callable[..., TestClient]
 Params = dict[str, Any]

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
+from fusion_testkit.factories import VersionFactory
 from service.runtime.model_store import ModelStore
-from tests.service.conftest import VersionFactory
 
 
 def test_live_answers_without_a_model(empty_client: TestClient) -> None:

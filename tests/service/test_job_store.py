@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from fusion_testkit.factories import SettingsFactory
 from service.runtime.job_db import JobDatabaseError, PostgresDatabase, SqliteDatabase, open_job_database
 from service.runtime.job_store import JobStatus, JobStore
-from tests.service.conftest import SettingsFactory
 
 StoreOpener = Callable[[], JobStore]
 

@@ -14,14 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from fusion_testkit.factories import build_tiny_model, make_jpeg
+from fusion_testkit.zips import demo_zip
 from model.checkpoint import save_checkpoint
 from model.config import IMAGE_ENCODERS, METRICS, TEXT_ENCODERS
 from model.demo_data import write_demo_dataset
 from service.runtime.job_store import Job
 from service.runtime.model_store import ModelStore
 from service.worker.loop import Worker
-from tests.factories import build_tiny_model, make_jpeg
-from tests.service.zips import demo_zip
 
 KEY = "jobs-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

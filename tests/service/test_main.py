@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from fusion_testkit.factories import tiny_model_config
+from fusion_testkit.processes import free_port
 from model.config import TrainConfig
 from service.__main__ import bootstrap_demo, main
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
-from tests.factories import tiny_model_config
 
 
 def test_bootstrap_demo_trains_saves_and_activates(
@@ -56,7 +56,7 @@ def test_unreachable_job_database_exits_with_one_line_naming_the_setting(
 ) -> None:
     pytest.importorskip("psycopg", reason="the postgres extra is not installed")
     monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("FUSION_JOB_DB_URL", f"postgresql://fusion:s3cret@127.0.0.1:{_closed_port()}/fusion")
+    monkeypatch.setenv("FUSION_JOB_DB_URL", f"postgresql://fusion:s3cret@127.0.0.1:{free_port()}/fusion")
     with pytest.raises(SystemExit) as exit_info:
         main(["--port", "8123"])
     assert exit_info.value.code == 2
@@ -76,9 +76,3 @@ def test_bad_job_database_url_fails_before_the_demo_training(
     assert exit_info.value.code == 2
     assert "FUSION_JOB_DB_URL" in capsys.readouterr().err
     assert not (tmp_path / "data" / "datasets").exists()  # the demo dataset was not even written
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

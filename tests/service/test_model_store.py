@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from fusion_testkit.factories import VersionFactory
 from service.runtime.model_store import (
     InvalidCheckpointError,
     ModelStore,
     ModelStoreError,
     UnknownVersionError,
 )
-from tests.service.conftest import VersionFactory
 
 
 def test_empty_store_has_no_versions_and_no_active(store: ModelStore) -> None:

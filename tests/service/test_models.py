@@ -9,9 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
+from fusion_testkit.factories import VersionFactory, make_jpeg
 from service.runtime.model_store import ModelStore
-from tests.factories import make_jpeg
-from tests.service.conftest import VersionFactory
 
 ClientFactory = Callable[..., TestClient]
 

@@ -12,9 +12,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from fusion_testkit.factories import (
+    VersionFactory,
+    encode_image,
+    make_image,
+    make_jpeg,
+    make_png,
+    png_header_only,
+)
 from service.runtime.batcher import MicroBatcher
-from tests.factories import encode_image, make_image, make_jpeg, make_png, png_header_only
-from tests.service.conftest import VersionFactory
 
 ClientFactory = Callable[..., TestClient]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,20 +10,15 @@ import httpx
 import pytest
 import uvicorn
 
+from fusion_testkit.factories import make_jpeg
+from fusion_testkit.processes import free_port
 from service.app import create_app
 from service.settings import Settings
-from tests.factories import make_jpeg
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def server_url(active_version: str, make_settings: Callable[..., Settings]) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(make_settings()), host="127.0.0.1", port=port, log_config=None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fusion_testkit.zips import demo_zip, tree, valid_entries, with_symlink, zip_entries
 from service.runtime.zip_extract import ZipLimits, ZipRejected, ZipTooLarge, extract_zip
-from tests.service.zips import demo_zip, tree, valid_entries, with_symlink, zip_entries
 
 
 def _archive(tmp_path: Path, data: bytes) -> Path:

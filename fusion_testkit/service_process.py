@@ -1,5 +1,7 @@
-"""Shared by the reliability scripts: a real `python -m service` on 127.0.0.1 over a temporary store, tiny
-model versions, request bodies, memory readings, and clean-up of every process started (worker included).
+"""A real `python -m service` on 127.0.0.1 over a temporary store, for the reliability scripts: tiny model
+versions, request bodies, and clean-up of every process started (worker included).
+
+Nothing happens on import: a script calls `kill_all_on_exit()` once, at the start of its `main`.
 """
 
 from __future__ import annotations
@@ -14,17 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-# percentile and free_port are re-exported for the scripts.
-from bench.loadgen import percentile as percentile  # noqa: E402
-from bench.processes import HOST, ManagedProcess, rss_bytes, wait_ready  # noqa: E402
-from bench.processes import free_port as free_port  # noqa: E402
-from model.demo_data import write_demo_dataset  # noqa: E402
-from scripts.tiny_job import TINY_JOB_PARAMS as TINY_JOB_PARAMS  # noqa: E402  (re-exported for the scripts)
-from service.runtime.model_store import ModelStore  # noqa: E402
-from tests.factories import make_jpeg, save_tiny_checkpoint  # noqa: E402
+from fusion_testkit.factories import make_jpeg, save_tiny_checkpoint
+from fusion_testkit.processes import HOST, ManagedProcess, children, wait_ready
+from model.demo_data import write_demo_dataset
+from service.runtime.model_store import ModelStore
 
 _started: list[ServiceProcess] = []
 
@@ -50,36 +45,11 @@ def predict_files(index: int, image: bytes | None = None) -> list[tuple[str, Any
     return [("image", (f"{index}.jpg", data, "image/jpeg")), ("text", (None, f"caption number {index}"))]
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process in MiB (0 once it is gone)."""
-    try:
-        return rss_bytes(pid) / 2**20
-    except (OSError, RuntimeError):
-        return 0.0
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (Linux /proc)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
 def is_worker(pid: int) -> bool:
     """Whether `pid` is alive and a training worker (`python -m service.worker`)."""
     try:
         return b"service.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
         return False
 
 
@@ -153,16 +123,19 @@ class ServiceProcess:
                     os.kill(pid, signal.SIGKILL)
 
 
-def _clean_up() -> None:
+def kill_all() -> None:
+    """SIGKILL every server started so far and every worker each one had."""
     for server in _started:
         server.kill_everything()
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    _clean_up()
+    kill_all()
     raise SystemExit(128 + signum)
 
 
-atexit.register(_clean_up)
-signal.signal(signal.SIGTERM, _on_signal)
-signal.signal(signal.SIGINT, _on_signal)
+def kill_all_on_exit() -> None:
+    """Kill every server (and worker) this process starts when it exits, on SIGTERM and SIGINT too."""
+    atexit.register(kill_all)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)

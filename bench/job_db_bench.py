@@ -1,10 +1,10 @@
 """Latency of the job database on each backend: N x (create + get + update_progress), SQLite vs PostgreSQL.
 
 SQLite uses a temporary file. PostgreSQL uses `--url` (e.g. a server on another host), or else a throwaway
-local cluster with fsync on (scripts/pg_cluster.py; needs the server binaries). Also prints what opening a
-PostgreSQL connection per call would add, the alternative to the pool that JobStore uses.
+local cluster with fsync on (fusion_testkit/pg_cluster.py; needs the server binaries). Also prints what
+opening a PostgreSQL connection per call would add, the alternative to the pool that JobStore uses.
 
-    .venv/bin/python scripts/job_db_bench.py --n 200
+    .venv/bin/python -m bench.job_db_bench --n 200
 """
 
 from __future__ import annotations
@@ -12,18 +12,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fusion_testkit.pg_cluster import throwaway_cluster
 from service.runtime.job_db import mask_password, open_job_database
 from service.runtime.job_store import JobStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for scripts.*
-from scripts.pg_cluster import throwaway_cluster
 
 OPERATIONS = ("create", "get", "update_progress")
 

@@ -1,4 +1,4 @@
-"""Child processes for the benchmarks: own process group, log file, readiness, RSS and CPU from ``/proc``."""
+"""Child processes: own process group, log file, readiness, free ports; RSS, CPU, children from ``/proc``."""
 
 from __future__ import annotations
 
@@ -103,3 +103,28 @@ def wait_ready(server: ManagedProcess, url: str, timeout_s: float) -> float:
                     return time.perf_counter() - server.started
             time.sleep(0.05)
     raise RuntimeError(f"{url} not ready after {timeout_s:.0f} s:\n{server.log_tail()}")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process in MiB (0 once it is gone)."""
+    try:
+        return rss_bytes(pid) / 2**20
+    except (OSError, RuntimeError):
+        return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False

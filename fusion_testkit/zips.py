@@ -8,8 +8,8 @@ import stat
 import zipfile
 from pathlib import Path
 
+from fusion_testkit.factories import make_jpeg, make_png
 from model.demo_data import write_demo_dataset
-from tests.factories import make_jpeg, make_png
 
 
 def zip_folder(root: Path, *, prefix: str = "") -> bytes:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from fusion_testkit.processes import free_port
 
 # Accounts that may run the server when we are root (initdb and postgres refuse to run as root).
 _SERVER_ACCOUNTS = ("postgres", "nobody")
@@ -34,13 +35,6 @@ def find_pg_bin() -> Path | None:
         if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
             return Path(candidate)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _run(what: str, command: list[str]) -> None:
@@ -95,7 +89,7 @@ def throwaway_cluster(*, durable: bool = False) -> Iterator[str]:
             "--no-sync",
         ]
         _run("initdb", [*prefix, *initdb, "-D", str(data)])
-        port = _free_port()
+        port = free_port()
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync={'on' if durable else 'off'}"
         pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)]
         _run(

@@ -1,10 +1,11 @@
-"""Builders of real test inputs shared by all tests: image bytes, tiny configs and tiny checkpoints."""
+"""Builders of real test inputs: image bytes, tiny configs and tiny checkpoints (tests, bench, scripts)."""
 
 from __future__ import annotations
 
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,12 @@ from model.checkpoint import save_checkpoint
 from model.config import ModelConfig
 from model.fusion import FusionClassifier
 from model.text import Vocabulary, build_vocabulary
+from service.settings import Settings
 
 Color = tuple[int, int, int]
+# The signatures of the tests' `make_settings` and `make_version` fixtures.
+SettingsFactory = Callable[..., Settings]
+VersionFactory = Callable[..., str]
 
 SAMPLE_TEXTS = (
     "What a lovely sunny day #happy",

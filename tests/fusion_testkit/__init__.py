@@ -1,0 +1,1 @@
+"""Tests of the shared test, benchmark and script support package."""
