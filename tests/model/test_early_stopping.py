@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fusion_testkit.factories import build_tiny_model
 from model.early_stopping import EarlyStopping
-from tests.factories import build_tiny_model
 
 
 def test_the_best_epochs_weights_come_back_and_patience_stops() -> None:

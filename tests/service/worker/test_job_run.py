@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from fusion_testkit.factories import build_tiny_model
 from model.checkpoint import save_checkpoint
 from model.progress import Progress
 from service.runtime.job_store import JobStatus
 from service.schemas.jobs import JobProgress
 from service.worker.job_run import ProgressWriter
 from service.worker.loop import Worker
-from tests.factories import build_tiny_model
 from tests.service.worker.running_jobs import Params, queue, version_with_metric
 
 
