@@ -119,10 +119,17 @@ def build_tiny_model(**overrides: Any) -> FusionClassifier:
 
 
 def save_tiny_checkpoint(
-    path: Path, labels: tuple[str, ...] = ("negative", "positive"), **overrides: Any
+    path: Path,
+    labels: tuple[str, ...] = ("negative", "positive"),
+    *,
+    metrics: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> Path:
-    """Build an untrained tiny model with ``labels`` and save it as a checkpoint directory at ``path``."""
+    """Build an untrained tiny model with ``labels`` and save it as a checkpoint directory at ``path``.
+
+    ``metrics`` are the validation metrics recorded with it (``{"accuracy": 0.5}`` unless given).
+    """
     model = build_tiny_model(labels=tuple(labels), **overrides)
     return save_checkpoint(
-        path, model, metrics={"accuracy": 0.5}, dataset_fingerprint="tiny-test-fingerprint"
+        path, model, metrics=metrics or {"accuracy": 0.5}, dataset_fingerprint="tiny-test-fingerprint"
     )

@@ -17,6 +17,7 @@ from service.logging_setup import configure_logging
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.routers import datasets, health, jobs, metrics, models, predict
+from service.routers.console import mount_console
 from service.runtime.batcher import MicroBatcher
 from service.runtime.dataset_store import DatasetStore
 from service.runtime.decoding import ImagePolicy
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     for router in ROUTERS:
         app.include_router(router)
+    mount_console(app)
     return app
 
 

@@ -7,7 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from model.config import ModelConfig
 from service.runtime.model_store import ModelVersion
+
+
+def _model_config(config: dict[str, Any]) -> ModelConfig | None:
+    """The checkpoint's model config, or None when it does not parse (the version's `error` says why)."""
+    try:
+        return ModelConfig.from_dict(config)
+    except (TypeError, ValueError):
+        return None
 
 
 class ModelVersionPublic(BaseModel):
@@ -20,6 +29,10 @@ class ModelVersionPublic(BaseModel):
     image_encoder: str | None = None
     text_encoder: str | None = None
     fusion: str | None = None
+    modalities: list[str] = Field(default_factory=list, description="Inputs the model has an encoder for")
+    supports_missing_modality: bool = Field(
+        False, description="Whether either input may be left out of a prediction"
+    )
     metrics: dict[str, Any] = Field(
         default_factory=dict, description="Validation metrics saved with the checkpoint"
     )
@@ -34,6 +47,7 @@ class ModelVersionPublic(BaseModel):
         """Build from the store's entry; ``active`` is the version the active pointer names."""
         meta = entry.meta or {}
         config = meta.get("model_config") or {}
+        parsed = _model_config(config)
         return cls(
             version=entry.version,
             active=entry.version == active,
@@ -42,6 +56,8 @@ class ModelVersionPublic(BaseModel):
             image_encoder=config.get("image_encoder"),
             text_encoder=config.get("text_encoder"),
             fusion=config.get("fusion"),
+            modalities=list(parsed.modalities) if parsed else [],
+            supports_missing_modality=parsed.supports_missing_modality if parsed else False,
             metrics=entry.metrics,
             dataset_fingerprint=meta.get("dataset_fingerprint"),
             train_config=meta.get("train_config"),
