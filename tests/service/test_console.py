@@ -158,6 +158,34 @@ def use_key(page: Page, key: str) -> None:
     page.get_by_role("button", name="Use key").click()
 
 
+def upload_demo(server: ConsoleServer, workdir: Path, name: str) -> None:
+    """Add the demo dataset over the API (the browser's upload is tested on its own)."""
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        response = http.post(
+            "/datasets",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            data={"name": name},
+            files={"file": ("demo.zip", demo_zip(workdir, n_per_class=6), "application/zip")},
+        )
+    assert response.status_code == 201, response.text
+
+
+def start_job(page: Page, dataset: str, params: dict[str, Any]) -> None:
+    """Fill the job form (dataset, its dev split for validation, `params`) and press Start job."""
+    page.wait_for_selector(f"#dataset-refs option[value='{dataset}:dev']", state="attached")
+    job_field(page, "dataset").fill(dataset)
+    job_field(page, "validation").fill(f"{dataset}:dev")
+    for name, value in params.items():
+        control = job_field(page, f"params.{name}")
+        if isinstance(value, bool):
+            control.set_checked(value)
+        elif control.evaluate("el => el.tagName") == "SELECT":
+            control.select_option(str(value))
+        else:
+            control.fill(str(value))
+    page.get_by_role("button", name="Start job").click()
+
+
 def job_field(page: Page, name: str) -> Locator:
     """The input of the job form's field `name` (dotted for nested ones: `params.epochs`)."""
     return page.locator(f"#job-form-area [data-field='{name}'] :is(input, select)")
@@ -273,18 +301,9 @@ def test_upload_train_promote_predict_and_roll_back(
 
     # Jobs: the form from the schema, tiny params, live progress to the end, promoted by if_better.
     open_view(page, "Jobs")
-    job_field(page, "dataset").fill("demo")
-    job_field(page, "validation").fill("demo:dev")
-    for name, value in {**TINY_JOB_PARAMS, "epochs": 2}.items():
-        control = job_field(page, f"params.{name}")
-        if isinstance(value, bool):
-            control.set_checked(value)
-        elif control.evaluate("el => el.tagName") == "SELECT":
-            control.select_option(str(value))
-        else:
-            control.fill(str(value))
     assert job_field(page, "promote").input_value() == "if_better"
-    page.get_by_role("button", name="Start job").click()
+    assert job_field(page, "params.epochs").input_value() == "30"  # the default recipe, shown
+    start_job(page, "demo", {**TINY_JOB_PARAMS, "epochs": 2})
     page.wait_for_selector("#job-status:text-is('succeeded')", timeout=JOB_TIMEOUT_MS)
     assert page.locator("#job-stage").inner_text() == "stage: done"
     assert page.locator("#job-detail .progress-line progress").evaluate("el => el.value") == 1
@@ -337,3 +356,28 @@ def test_upload_train_promote_predict_and_roll_back(
         assert not wider_than_the_window(page), f"{view} is wider than a phone"
     screenshot(page, "models-phone")
     assert_only_server(console.requests, console_server.url)
+
+
+def test_a_failed_job_says_why(console: RecordedPage, console_server: ConsoleServer, tmp_path: Path) -> None:
+    upload_demo(console_server, tmp_path, "fails")
+    page = console.page
+    use_key(page, API_KEY)
+    open_view(page, "Jobs")
+    # The server and its worker have one CPU: two training processes are refused when the job starts.
+    start_job(page, "fails", {**TINY_JOB_PARAMS, "epochs": 1, "nproc": 2})
+    page.wait_for_selector("#job-status:text-is('failed')", timeout=JOB_TIMEOUT_MS)
+    assert "nproc: 2 training processes" in page.locator("#job-error").inner_text()
+
+
+def test_a_running_job_can_be_cancelled(
+    console: RecordedPage, console_server: ConsoleServer, tmp_path: Path
+) -> None:
+    upload_demo(console_server, tmp_path, "cancels")
+    page = console.page
+    use_key(page, API_KEY)
+    open_view(page, "Jobs")
+    start_job(page, "cancels", {**TINY_JOB_PARAMS, "epochs": 500})
+    page.wait_for_selector("#job-stage:text-is('stage: training')", timeout=JOB_TIMEOUT_MS)
+    page.get_by_role("button", name="Cancel job").click()
+    page.wait_for_selector("#job-status:text-is('cancelled')", timeout=JOB_TIMEOUT_MS)
+    assert not page.locator("#job-version").count()

@@ -110,7 +110,7 @@ function group(doc, name, spec, path, options, fields) {
     node(doc, key, child, [...path, key], required.has(key), options, fields),
   );
   const body = h("div", { class: "grid" }, children.map((c) => c.row));
-  const legend = h("legend", {}, h("code", {}, name), schema.description ? ` · ${schema.description}` : "");
+  const legend = path.length ? h("legend", {}, h("code", {}, name), schema.description ? ` · ${schema.description}` : "") : null;
   let toggle = null;
   if (nullable) {
     const id = `${idFor(path)}-on`;
@@ -119,7 +119,7 @@ function group(doc, name, spec, path, options, fields) {
   }
   const row = h(
     "fieldset",
-    { class: "group", dataset: { field: path.join(".") } },
+    { class: path.length ? "group" : "group root", dataset: { field: path.join(".") } },
     legend,
     toggle ? h("div", { class: "field check" }, toggle, h("label", { for: toggle.id }, `send ${name}`)) : null,
     body,

@@ -60,8 +60,9 @@ export function modelsView(root, { onChange }) {
     }
     const rowFor = (title, cell) => h("tr", {}, h("th", { scope: "row" }, title), versions.map((v) => h("td", {}, cell(v))));
     const best = (mode, metric) => Math.max(...versions.map((v) => score(v, mode, metric) ?? -Infinity));
+    const measured = (mode, metric) => versions.some((v) => score(v, mode, metric) !== undefined);
     const metricRows = MODES.flatMap(([mode, title]) =>
-      SCALARS.map((metric) => rowFor(`${title}: ${metric}`, (v) => {
+      SCALARS.filter((metric) => measured(mode, metric)).map((metric) => rowFor(`${title}: ${metric}`, (v) => {
         const value = score(v, mode, metric);
         return value === undefined ? "–" : h("span", { class: value === best(mode, metric) && versions.length > 1 ? "best" : null }, fmt(value));
       })));
