@@ -116,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     app = create_app(settings)
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     print(f"API docs: http://{shown_host}:{settings.port}/docs")
+    print(f"Web console: http://{shown_host}:{settings.port}/console/")
     # Our own middleware writes the access log and our handler formats every log line (log_config=None).
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 

@@ -272,10 +272,11 @@ def test_a_refused_upload_shows_its_problem_at_the_field(console: RecordedPage, 
     assert "422 invalid_dataset" in box.inner_text()
     problems = box.locator("ul.problems li").all_inner_texts()
     assert any("images/1.jpg" in problem for problem in problems), problems
+    screenshot(page, "datasets-refused")
     page.get_by_label("Name").fill("bad name!")
     page.get_by_role("button", name="Upload").click()
-    assert page.locator("#ds-name-error").inner_text().startswith("name:")
-    screenshot(page, "datasets-refused")
+    assert page.locator("#ds-name-error").inner_text().startswith("name: must match")
+    assert not page.locator("#ds-outcome .error").count()  # refused in the page, before any upload
 
 
 def test_upload_train_promote_predict_and_roll_back(

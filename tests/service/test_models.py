@@ -51,6 +51,19 @@ def test_active_shows_serving_version_and_device(client: TestClient, active_vers
     assert body["device"] == "cpu"
 
 
+def test_listing_says_which_inputs_a_version_needs(
+    store: ModelStore, make_version: VersionFactory, make_client: ClientFactory
+) -> None:
+    strict = make_version(modality_dropout=0.0)
+    image_only = make_version(text_encoder="none", modality_dropout=0.0)
+    store.activate(strict)
+    versions = {v["version"]: v for v in make_client().get("/models").json()["versions"]}
+    assert versions[strict]["modalities"] == ["image", "text"]
+    assert versions[strict]["supports_missing_modality"] is False
+    assert versions[image_only]["modalities"] == ["image"]
+    assert versions[image_only]["supports_missing_modality"] is True
+
+
 def test_active_on_empty_store_is_404(empty_client: TestClient) -> None:
     response = empty_client.get("/models/active")
     assert response.status_code == 404

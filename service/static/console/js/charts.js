@@ -24,7 +24,7 @@ export function bars(values, { max, format = (v) => fmt(v), label, highlight } =
     entries.map(([name, value]) =>
       h(
         "li",
-        { class: name === highlight ? "top" : null, dataset: { name } },
+        { class: name === highlight ? "best-bar" : null, dataset: { name } },
         h("span", { class: "bar-name" }, name),
         h(
           "span",

@@ -74,7 +74,6 @@ function leaf(doc, name, spec, path, required, options) {
       type: "text",
       name: path.join("."),
       list: datasetLike ? options.datalist : null,
-      pattern: choices.length === 1 ? schema.pattern : null,
       placeholder: nullable ? "leave empty for the default" : "",
       required: required && def === undefined,
       autocomplete: "off",

@@ -32,8 +32,14 @@ export function datasetsView(root, { onChange, openapi }) {
   const list = h("div", { id: "ds-list" });
 
   const uploadSchema = openapi?.paths?.["/datasets"]?.post?.requestBody?.content?.["multipart/form-data"]?.schema;
+  // Checked here rather than with the input's pattern attribute: browsers compile that with the `v` flag,
+  // under which a schema's plain regular expression (e.g. "[a-z_-]") may not be valid.
   const namePattern = uploadSchema?.properties?.name?.pattern;
-  if (namePattern) nameInput.pattern = namePattern.replace(/^\^|\$$/g, "");
+  const nameProblem = (name) => {
+    if (!name) return "name: required";
+    if (namePattern && !new RegExp(namePattern).test(name)) return `name: must match ${namePattern}`;
+    return null;
+  };
 
   function clearErrors() {
     for (const [field, el] of Object.entries(errors)) {
@@ -59,8 +65,9 @@ export function datasetsView(root, { onChange, openapi }) {
   async function submit(event) {
     event.preventDefault();
     clearErrors();
-    if (!nameInput.checkValidity()) {
-      errors.name.textContent = `name: ${nameInput.validationMessage}${namePattern ? ` (letters, digits, - _ .; pattern ${namePattern})` : ""}`;
+    const problem = nameProblem(nameInput.value);
+    if (problem) {
+      errors.name.textContent = problem;
       nameInput.setAttribute("aria-invalid", "true");
       nameInput.focus();
       return;
