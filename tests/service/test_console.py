@@ -154,6 +154,7 @@ def open_view(page: Page, name: str) -> None:
 
 
 def use_key(page: Page, key: str) -> None:
+    """Type `key` into the API-key field and use it."""
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Use key").click()
 

@@ -97,11 +97,14 @@ export function jobsView(root, { openapi, onChange }) {
     fill(
       detail,
       h("h2", {}, "Job ", h("code", {}, job.id), " ", h("span", { class: `badge ${job.status}`, id: "job-status" }, job.status)),
-      h("p", { class: "muted" }, `dataset ${job.dataset}${job.validation !== null ? ` · validation ${job.validation}` : ""} · promote ${job.promote} · queued ${fmtTime(job.created_at)}`,
+      h("p", { class: "muted" }, `dataset ${job.dataset}${job.validation !== null ? ` · validation ${job.validation}` : ""}`,
+        job.test ? ` · test ${job.test}` : "", job.cv ? ` · ${job.cv.folds}-fold cross-validation` : "",
+        ` · promote ${job.promote} · queued ${fmtTime(job.created_at)}`,
         job.queue_position ? ` · position ${job.queue_position} in the queue` : ""),
       p
         ? h("div", { class: "progress-line" },
             h("span", { id: "job-stage" }, `stage: ${p.stage}`),
+            p.folds ? h("span", { id: "job-fold" }, `fold ${p.fold} of ${p.folds}`) : null,
             h("span", { id: "job-epoch" }, `epoch ${p.epoch} of ${p.epochs}`),
             p.steps ? h("span", {}, `step ${p.step} of ${p.steps}`) : null,
             h("span", {}, `loss ${fmt(p.loss)}`),
