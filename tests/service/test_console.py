@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,17 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from bench.processes import HOST, ManagedProcess, free_port, wait_ready
-from scripts.tiny_job import TINY_JOB_PARAMS
+from fusion_testkit.factories import make_jpeg, save_tiny_checkpoint
+from fusion_testkit.jobs import TINY_JOB_PARAMS
+from fusion_testkit.processes import free_port
+from fusion_testkit.service_process import ServiceProcess
+from fusion_testkit.zips import demo_zip, valid_entries, zip_entries
 from service.runtime.model_store import ModelStore
-from tests.factories import make_jpeg, save_tiny_checkpoint
-from tests.service.zips import demo_zip, valid_entries, zip_entries
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Request
 
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -75,34 +76,31 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
     zero = {"fusion": {"accuracy": 0.0, "macro_f1": 0.0, "weighted_f1": 0.0}}
     first = save_tiny_checkpoint(store.new_version_path(), ("negative", "positive"), metrics=zero).name
     store.activate(first)
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FUSION_")}
-    env.update(
-        FUSION_MODEL_DIR=str(root / "models"),
-        FUSION_DATA_DIR=str(root / "data"),
-        FUSION_DEVICE="cpu",
-        FUSION_API_KEY=API_KEY,
-        FUSION_START_WORKER="true",
-        FUSION_WORKER_POLL_INTERVAL_S="0.2",
-        FUSION_MODEL_POLL_INTERVAL_S="0.2",
-        FUSION_TORCH_THREADS="1",
-        FUSION_LOG_LEVEL="warning",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")])),
+    server = ServiceProcess(
+        root,
+        free_port(),
+        {
+            "FUSION_API_KEY": API_KEY,
+            "FUSION_START_WORKER": "true",
+            "FUSION_WORKER_POLL_INTERVAL_S": "0.2",
+            "FUSION_MODEL_POLL_INTERVAL_S": "0.2",
+            "FUSION_TORCH_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        },
     )
-    command = [sys.executable, "-m", "service", "--host", HOST, "--port", str(port)]
     # The server, and the worker it starts, inherit one CPU: torch's threads spin-wait each other on a
     # machine shared with other work, and a tiny job takes many times longer (see the single_cpu fixture).
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(before)})
     try:
-        server = ManagedProcess(command, env=env, cwd=root, log=root / "server.log")
-    finally:
-        os.sched_setaffinity(0, before)
-    try:
-        wait_ready(server, f"http://{HOST}:{port}/health/ready", 120.0)
-        yield ConsoleServer(f"http://{HOST}:{port}", root, first, store)
+        os.sched_setaffinity(0, {min(before)})
+        try:
+            server.start()
+        finally:
+            os.sched_setaffinity(0, before)
+        yield ConsoleServer(server.url, root, first, store)
     finally:
         server.stop()
+        server.kill_everything()
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +303,12 @@ def test_upload_train_promote_predict_and_roll_back(
     open_view(page, "Jobs")
     assert job_field(page, "promote").input_value() == "if_better"
     assert job_field(page, "params.epochs").input_value() == "30"  # the default recipe, shown
+    cv_folds = job_field(page, "cv.folds")
+    assert not cv_folds.is_visible()  # cross-validation is off until asked for
+    page.get_by_label("send cv").check()
+    assert cv_folds.is_visible()
+    page.get_by_label("send cv").uncheck()
+    job_field(page, "test").fill("demo:dev")
     start_job(page, "demo", {**TINY_JOB_PARAMS, "epochs": 2})
     page.wait_for_selector("#job-status:text-is('succeeded')", timeout=JOB_TIMEOUT_MS)
     assert page.locator("#job-stage").inner_text() == "stage: done"
@@ -314,6 +318,7 @@ def test_upload_train_promote_predict_and_roll_back(
     assert new_version != console_server.first_version
     promotion = page.locator("#job-detail .promotion").inner_text()
     assert promotion.startswith("Promoted.") and "promote=if_better" in promotion
+    assert "Test set" in page.locator("#job-metrics").inner_text()  # apart from the validation metrics
     with page.expect_popup() as popup:
         page.locator("#job-report-link").click()
     report = popup.value
