@@ -27,9 +27,10 @@ from typing import Any
 
 from model.config import METRICS, MODES, ModelConfig, TrainConfig
 from model.crossval import cross_validate
-from model.datasets import Dataset, load_dataset, split_dataset
+from model.datasets import Dataset, load_dataset
 from model.evaluation import evaluate
 from model.features import FeatureCache
+from model.splits import split_dataset
 from model.training import train
 
 SCORES = ("accuracy", "weighted_f1", "macro_f1")

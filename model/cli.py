@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from model.config import ModelConfig, TrainConfig
-from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, split_dataset
+from model.datasets import Dataset, DatasetError, load_dataset
+from model.manifests import MANIFEST_EXTENSIONS
+from model.splits import split_dataset
 from model.tables import cv_table, metrics_table
 
 if TYPE_CHECKING:

@@ -14,10 +14,11 @@ from dataclasses import replace
 from typing import Any
 
 from model.config import METRICS, MODES, ModelConfig, TrainConfig
-from model.datasets import Dataset, kfold_datasets, split_dataset
+from model.datasets import Dataset
 from model.evaluation import evaluate
 from model.features import FeatureCache
 from model.progress import Progress, ProgressCallback
+from model.splits import kfold_datasets, split_dataset
 from model.training import train
 
 _PER_CLASS = ("precision", "recall", "f1")

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from model.config import MODES, ModelConfig, TrainConfig
-from model.datasets import Dataset, split_dataset
+from model.datasets import Dataset
 from model.distributed import current_ranks
 from model.features import FeatureCache
 from model.progress import ProgressCallback
+from model.splits import split_dataset
 from model.training import TrainingCancelled, TrainResult, train
 
 _HISTORY = "history"

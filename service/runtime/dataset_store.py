@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.datasets import MANIFEST_EXTENSIONS, Dataset, DatasetError, load_dataset, summarize_problems
+from model.dataset_problems import summarize_problems
+from model.datasets import Dataset, DatasetError, load_dataset
+from model.manifests import MANIFEST_EXTENSIONS
 from service.runtime.zip_extract import ZipLimits, ZipRejected, ZipTooLarge, extract_zip
 
 log = logging.getLogger(__name__)

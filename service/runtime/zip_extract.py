@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from model.datasets import MANIFEST_EXTENSIONS
+from model.manifests import MANIFEST_EXTENSIONS
 from service.settings import Settings
 
 # Entries below this size are too small to be a decompression bomb whatever their ratio.

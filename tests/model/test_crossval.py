@@ -11,7 +11,8 @@ import pytest
 from model import crossval
 from model.config import ModelConfig, TrainConfig
 from model.crossval import cross_validate
-from model.datasets import Dataset, kfold_datasets
+from model.datasets import Dataset
+from model.splits import kfold_datasets
 from model.training import TrainResult
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fusion_testkit.factories import encode_image, make_image, make_jpeg, make_png
-from model.datasets import DatasetError, kfold_datasets, load_dataset, split_dataset
+from model.datasets import DatasetError, load_dataset
 
 RED, GREEN, BLUE = (200, 30, 30), (30, 200, 30), (30, 30, 200)
 
@@ -287,29 +287,3 @@ def test_describe_summarises_counts(good_root: Path) -> None:
     assert summary["samples"] == 6
     assert summary["label_counts"] == {"neg": 3, "pos": 3}
     assert summary["skipped"] == 0
-
-
-def test_split_is_stratified_disjoint_and_reproducible(tmp_path: Path) -> None:
-    images = write_images(tmp_path, 20)
-    rows = [{"image": img, "text": f"t{i}", "label": "a" if i < 12 else "b"} for i, img in enumerate(images)]
-    write_rows(tmp_path, rows)
-    ds = load_dataset(tmp_path)
-    train, val = split_dataset(ds, 0.25, seed=3)
-    assert val.label_counts() == {"a": 3, "b": 2}
-    assert {s.text for s in train.samples}.isdisjoint({s.text for s in val.samples})
-    assert len(train) + len(val) == 20
-    assert split_dataset(ds, 0.25, seed=3)[1].samples == val.samples
-    assert val.fingerprint not in (ds.fingerprint, train.fingerprint)
-
-
-def test_split_rejects_fraction_outside_zero_one(good_root: Path) -> None:
-    with pytest.raises(ValueError, match="fraction"):
-        split_dataset(load_dataset(good_root), 1.0, seed=0)
-
-
-def test_kfold_puts_every_sample_in_one_validation_fold(good_root: Path) -> None:
-    ds = load_dataset(good_root)
-    folds = kfold_datasets(ds, 3, seed=0)
-    validated = [s.text for _, val in folds for s in val.samples]
-    assert sorted(validated) == sorted(s.text for s in ds.samples)
-    assert all(val.label_counts() == {"neg": 1, "pos": 1} for _, val in folds)
