@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 from model.config import METRICS
-from service.runtime.job_store import Job
+from service.runtime.job_record import Job
 
 
 def render_job_report(job: Job) -> bytes:

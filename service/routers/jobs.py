@@ -14,7 +14,8 @@ from service.deps import DatasetStoreDep, JobStoreDep, SettingsDep
 from service.errors import APIError
 from service.reports import render_job_report
 from service.runtime.dataset_store import DatasetInfo, DatasetStore, DatasetStoreError
-from service.runtime.job_store import Job, JobStatus, JobStore
+from service.runtime.job_record import Job, JobStatus
+from service.runtime.job_store import JobStore
 from service.schemas.common import error_responses
 from service.schemas.jobs import JobCreate, JobList, JobPublic
 from service.security import RequireKey

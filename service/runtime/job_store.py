@@ -5,26 +5,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from service.runtime.job_db import JobDatabase, SqliteDatabase, open_job_database
+from service.runtime.job_record import Job, JobStatus, job_from_row
 from service.settings import Settings
-
-
-class JobStatus(StrEnum):
-    """Lifecycle of a job: queued -> running -> one of the three final states."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 # `{real}` is the dialect's floating-point type; booleans are INTEGER 0/1 in both dialects.
 _SCHEMA = (
@@ -57,78 +43,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 # Columns added after the first release, added to older job databases on open.
 _ADDED_COLUMNS = {"skip_invalid": "INTEGER NOT NULL DEFAULT 0", "test": "TEXT", "cv": "TEXT"}
-
-
-@dataclass(frozen=True)
-class Job:
-    """One row of the jobs table, JSON columns decoded."""
-
-    id: str
-    status: JobStatus
-    dataset: str
-    validation: str | float | None
-    params: dict[str, Any]
-    promote: str
-    skip_invalid: bool
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    progress: dict[str, Any] | None
-    history: list[dict[str, Any]]
-    metrics: dict[str, Any] | None
-    model_version: str | None
-    promoted: bool
-    error: str | None
-    cancel_requested: bool
-    worker_id: str | None
-    heartbeat_at: float | None
-    test: str | None = None  # a dataset reference measured on the final model only
-    cv: dict[str, Any] | None = None  # {"folds": k}: k-fold cross-validation first
-
-    @property
-    def finished(self) -> bool:
-        """True once the job reached a final state."""
-        return self.status in FINAL_STATUSES
-
-    def runs_on(self, worker_id: str) -> bool:
-        """Whether the job is running on this worker (not finished, nor declared dead by another worker)."""
-        return self.status is JobStatus.RUNNING and self.worker_id == worker_id
-
-    @property
-    def dataset_names(self) -> set[str]:
-        """Names of the datasets this job reads (split suffixes stripped)."""
-        refs = [self.dataset, self.validation, self.test]
-        return {ref.split(":", 1)[0] for ref in refs if isinstance(ref, str)}
-
-
-def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
-def _row_to_job(row: Any) -> Job:
-    return Job(
-        id=row["id"],
-        status=JobStatus(row["status"]),
-        dataset=row["dataset"],
-        validation=_loads(row["validation"]),
-        params=json.loads(row["params"]),
-        promote=row["promote"],
-        skip_invalid=bool(row["skip_invalid"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        progress=_loads(row["progress"]),
-        history=json.loads(row["history"]),
-        metrics=_loads(row["metrics"]),
-        model_version=row["model_version"],
-        promoted=bool(row["promoted"]),
-        error=row["error"],
-        cancel_requested=bool(row["cancel_requested"]),
-        worker_id=row["worker_id"],
-        heartbeat_at=row["heartbeat_at"],
-        test=row["test"],
-        cv=_loads(row["cv"]),
-    )
 
 
 class JobStore:
@@ -212,7 +126,7 @@ class JobStore:
         """The job with this id, or None."""
         with self.database.connect() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else job_from_row(row)
 
     def list_jobs(self, status: JobStatus | None = None, *, limit: int = 100, offset: int = 0) -> list[Job]:
         """Jobs newest first, optionally only those with one status."""
@@ -224,7 +138,7 @@ class JobStore:
         query += " ORDER BY seq DESC LIMIT ? OFFSET ?"
         with self.database.connect() as conn:
             rows = conn.execute(query, (*args, limit, offset)).fetchall()
-        return [_row_to_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     def count_by_status(self) -> dict[str, int]:
         """Number of jobs in each status (every status present, zeros included)."""
@@ -248,7 +162,7 @@ class JobStore:
         """Names of the datasets read by queued or running jobs."""
         with self.database.connect() as conn:
             rows = conn.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running')").fetchall()
-        return {name for row in rows for name in _row_to_job(row).dataset_names}
+        return {name for row in rows for name in job_from_row(row).dataset_names}
 
     def claim_next(self, worker_id: str) -> Job | None:
         """Atomically move the oldest queued job to running for this worker; None when the queue is empty."""
@@ -367,7 +281,7 @@ class JobStore:
         """Jobs currently marked running, oldest first."""
         with self.database.connect() as conn:
             rows = conn.execute("SELECT * FROM jobs WHERE status = 'running' ORDER BY seq").fetchall()
-        return [_row_to_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     def fail_worker_jobs(self, worker_id: str, reason: str) -> list[str]:
         """Mark the running jobs of a dead worker failed with the reason; returns their ids."""

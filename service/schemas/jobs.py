@@ -21,7 +21,7 @@ from model.config import (
     TrainConfig,
 )
 from service.runtime.dataset_store import NAME_PATTERN
-from service.runtime.job_store import Job, JobStatus
+from service.runtime.job_record import Job, JobStatus
 
 _NAME = NAME_PATTERN.strip("^$")
 _REF = re.compile(rf"^{_NAME}(:{_NAME})?$")

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from model.datasets import Dataset, DatasetError
 from service.runtime.dataset_store import DatasetStore
-from service.runtime.job_store import Job, JobStore
+from service.runtime.job_record import Job
+from service.runtime.job_store import JobStore
 from service.runtime.model_store import ModelStore, ModelStoreError
 from service.schemas.jobs import TrainParams
 from service.worker.errors import JobError, JobLost

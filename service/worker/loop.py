@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from model.datasets import DatasetError
 from service.runtime.dataset_store import DatasetStore, DatasetStoreError
-from service.runtime.job_store import Job, JobStore
+from service.runtime.job_record import Job
+from service.runtime.job_store import JobStore
 from service.runtime.model_store import ModelStore
 from service.runtime.zip_extract import ZipLimits
 from service.settings import Settings

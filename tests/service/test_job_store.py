@@ -13,7 +13,8 @@ import pytest
 
 from fusion_testkit.factories import SettingsFactory
 from service.runtime.job_db import JobDatabaseError, PostgresDatabase, SqliteDatabase, open_job_database
-from service.runtime.job_store import JobStatus, JobStore
+from service.runtime.job_record import JobStatus
+from service.runtime.job_store import JobStore
 
 StoreOpener = Callable[[], JobStore]
 

@@ -19,7 +19,7 @@ from fusion_testkit.zips import demo_zip
 from model.checkpoint import save_checkpoint
 from model.config import IMAGE_ENCODERS, METRICS, TEXT_ENCODERS
 from model.demo_data import write_demo_dataset
-from service.runtime.job_store import Job
+from service.runtime.job_record import Job
 from service.runtime.model_store import ModelStore
 from service.worker.loop import Worker
 

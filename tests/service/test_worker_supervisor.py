@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.runtime.job_store import JobStatus, JobStore
+from service.runtime.job_record import JobStatus
+from service.runtime.job_store import JobStore
 from service.runtime.worker_supervisor import WorkerSupervisor, child_env, describe_exit
 from service.schemas.jobs import TrainParams
 from service.settings import Settings

@@ -10,7 +10,7 @@ from typing import Any
 
 from fusion_testkit.factories import build_tiny_model
 from model.checkpoint import save_checkpoint
-from service.runtime.job_store import Job
+from service.runtime.job_record import Job
 from service.runtime.model_store import ModelStore
 from service.schemas.jobs import TrainParams
 from service.worker.loop import Worker

@@ -12,7 +12,7 @@ import pytest
 from fusion_testkit.factories import build_tiny_model
 from model.checkpoint import save_checkpoint
 from model.progress import Progress
-from service.runtime.job_store import JobStatus
+from service.runtime.job_record import JobStatus
 from service.schemas.jobs import JobProgress
 from service.worker.job_run import ProgressWriter
 from service.worker.loop import Worker

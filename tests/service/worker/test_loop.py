@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from service.runtime.job_store import JobStatus
+from service.runtime.job_record import JobStatus
 from service.worker.identity import STALE_AFTER_S, make_worker_id
 from service.worker.loop import Worker
 from tests.service.worker.running_jobs import (

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from model.device import available_cpus
-from service.runtime.job_store import JobStatus
+from service.runtime.job_record import JobStatus
 from service.runtime.worker_supervisor import child_env
 from service.worker.errors import JobError
 from service.worker.loop import Worker
