@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from model.atomic import write_atomic
 from model.checkpoint import META_FILE, load_checkpoint, read_checkpoint_meta
 from model.fusion import FusionClassifier
 
@@ -81,21 +78,41 @@ def graph_outputs(model: FusionClassifier) -> list[str]:
     return [*names, "gate"] if model.gate is not None else names
 
 
-def _example_inputs(model: FusionClassifier) -> list[torch.Tensor]:
-    """Two rows, each modality present in one or two of them, so no axis is traced as a constant 1."""
+def _example_inputs(
+    model: FusionClassifier, image_present: list[bool], text_present: list[bool], texts: list[str]
+) -> dict[str, torch.Tensor]:
+    """Graph inputs for rows with the given modalities: random pixels, ``texts`` for the text rows."""
     size = model.config.image_size
+    generator = torch.Generator().manual_seed(0)
     inputs = {
-        "pixels": torch.zeros(2, 3, size, size),
-        "image_present": torch.tensor([True, True]),
-        "text_present": torch.tensor([True, False])
-        if model.text_encoder is not None
-        else torch.ones(2, dtype=torch.bool),
+        "pixels": torch.randn(sum(image_present), 3, size, size, generator=generator),
+        "image_present": torch.tensor(image_present),
+        "text_present": torch.tensor(text_present),
     }
     if model.text_encoder is not None:
-        tokens = model.tokenize(["an example text to trace", "two"])
-        inputs["input_ids"] = tokens["input_ids"][:1]
-        inputs["attention_mask"] = tokens["attention_mask"][:1]
-    return [inputs[name] for name in graph_inputs(model)]
+        inputs.update(model.tokenize(texts))
+    return {name: inputs[name] for name in graph_inputs(model)}
+
+
+def _trace_inputs(model: FusionClassifier) -> dict[str, torch.Tensor]:
+    """Two rows, each modality in one or both, so that no axis is traced as a constant."""
+    return _example_inputs(model, [True, True], [True, False], ["an example text to trace"])
+
+
+def _check_parity(model: FusionClassifier, graph: InferenceGraph, target: Path) -> None:
+    """Run the graph on other shapes than the traced ones: it must give torch's outputs within 1e-4."""
+    import onnxruntime as ort
+
+    texts = ["a longer text than the one traced, to change the length", "two"]
+    inputs = _example_inputs(model, [True, False, True], [True, True, False], texts)
+    with torch.no_grad():
+        expected = graph(*inputs.values())
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    feeds = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
+    for name, want, got in zip(graph_outputs(model), expected, session.run(None, feeds), strict=True):
+        diff = float((want - torch.from_numpy(got)).abs().max())
+        if not diff <= 1e-4:
+            raise ExportError(f"{name}: the graph differs from torch by {diff:.2g} on a batch of 3")
 
 
 def _dynamic_axes(model: FusionClassifier) -> dict[str, dict[int, str]]:
@@ -111,19 +128,6 @@ def _dynamic_axes(model: FusionClassifier) -> dict[str, dict[int, str]]:
     return axes
 
 
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path`` that replaces it on success and is removed on any failure."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def export_problem(meta: dict[str, Any]) -> str | None:
     """Why the last export of this checkpoint failed (recorded in its config.json), or None."""
     return (meta.get(META_KEY) or {}).get("error")
@@ -133,8 +137,8 @@ def _write_meta(checkpoint_dir: Path, entry: dict[str, Any]) -> None:
     """Set ``entry`` as the ``onnx`` entry of config.json, atomically (temp + rename)."""
     meta = read_checkpoint_meta(checkpoint_dir)
     meta[META_KEY] = entry
-    with _atomic_target(checkpoint_dir / META_FILE) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2, allow_nan=False), encoding="utf-8")
+    text = json.dumps(meta, indent=2, allow_nan=False)
+    write_atomic(checkpoint_dir / META_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable=True)
 
 
 def _export_graph(model: FusionClassifier, target: Path) -> list[str]:
@@ -145,7 +149,7 @@ def _export_graph(model: FusionClassifier, target: Path) -> list[str]:
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
             graph,
-            tuple(_example_inputs(model)),
+            tuple(_trace_inputs(model).values()),
             str(target),
             input_names=graph_inputs(model),
             output_names=graph_outputs(model),
@@ -155,6 +159,7 @@ def _export_graph(model: FusionClassifier, target: Path) -> list[str]:
             dynamo=False,  # the dynamo exporter needs onnxscript; see docs/PERFORMANCE.md
         )
     onnx.checker.check_model(str(target), full_check=True)
+    _check_parity(model, graph, target)
     # Inputs an encoder ignores (the bag of words reads no attention mask) are pruned by the exporter.
     return [i.name for i in onnx.load(str(target), load_external_data=False).graph.input]
 
@@ -182,12 +187,11 @@ def export_onnx(checkpoint_dir: str | Path, *, quantize: str | None = None) -> d
     }
     entry["file"] = None  # until the graph is written and checked
     try:
-        with _atomic_target(path / ONNX_FILE) as tmp:
-            inputs = _export_graph(model, tmp)
+        inputs: list[str] = []
+        write_atomic(path / ONNX_FILE, lambda tmp: inputs.extend(_export_graph(model, tmp)), durable=True)
         entry.update(file=ONNX_FILE, inputs={name: _describe_input(name, model) for name in inputs})
         if quantize == "int8":
-            with _atomic_target(path / INT8_FILE) as tmp:
-                _quantize(path / ONNX_FILE, tmp)
+            write_atomic(path / INT8_FILE, lambda tmp: _quantize(path / ONNX_FILE, tmp), durable=True)
             entry["int8_file"] = INT8_FILE
     except Exception as exc:  # torch.onnx, onnx.checker and the quantizer raise many kinds
         message = (
@@ -227,3 +231,16 @@ def _describe_output(name: str, model: FusionClassifier) -> dict[str, Any]:
         "dtype": "float32",
         "description": f"class probabilities, {doc}, in label order",
     }
+
+
+def export_for_serving(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """Export fp32 and int8 graphs after training; never raises: a failure is returned as ``error``.
+
+    The version stays servable on torch without a graph; the result goes into the job's metrics.
+    """
+    try:
+        entry = export_onnx(checkpoint_dir, quantize="int8")
+    except Exception as exc:  # an export problem must not fail the training job that produced the model
+        log.warning("ONNX export of %s failed; it will serve on torch: %s", Path(checkpoint_dir).name, exc)
+        return {"exported": False, "error": str(exc)}
+    return {"exported": True, "file": entry["file"], "int8_file": entry.get("int8_file"), "opset": OPSET}
