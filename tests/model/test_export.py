@@ -8,12 +8,12 @@ from pathlib import Path
 import onnx
 import pytest
 
+from fusion_testkit.factories import save_tiny_checkpoint
 from model.checkpoint import read_checkpoint_meta, save_checkpoint
 from model.cli import main
 from model.config import ModelConfig
 from model.export import INT8_FILE, ONNX_FILE, OPSET, ExportError, export_for_serving, export_onnx
 from model.fusion import FusionClassifier
-from tests.factories import save_tiny_checkpoint
 
 
 def test_export_writes_a_checked_graph_and_describes_it_in_config_json(tiny_checkpoint: Path) -> None:

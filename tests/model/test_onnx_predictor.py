@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from fusion_testkit.factories import make_jpeg, make_png, save_tiny_checkpoint
 from model.checkpoint import read_checkpoint_meta
 from model.export import ONNX_FILE, export_onnx
 from model.images import ImageDecodeError
 from model.onnx_predictor import GraphError, OnnxPredictor
 from model.predictor import Prediction, Predictor
-from tests.factories import make_jpeg, make_png, save_tiny_checkpoint
 
 TOLERANCE = 1e-4
 

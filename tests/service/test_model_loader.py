@@ -12,13 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from fusion_testkit.factories import make_jpeg, make_png
 from model.checkpoint import read_checkpoint_meta
 from model.export import INT8_FILE, ONNX_FILE, export_onnx
 from model.predictor import Predictor
 from service.runtime.model_loader import choose_runtime
 from service.runtime.model_store import ModelStore
 from service.settings import Settings
-from tests.factories import make_jpeg, make_png
 
 ClientFactory = Callable[..., TestClient]
 JPEG = make_jpeg((220, 60, 20), (48, 40))
