@@ -30,8 +30,16 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from bench.serve_measure import REPO, CeilingRow, LoadPlan, bench_server, measure_ceiling, measure_row
-from bench.serve_report import render
+from bench.serve_measure import (
+    REPO,
+    CeilingRow,
+    LoadPlan,
+    bench_server,
+    measure_ceiling,
+    measure_row,
+    onnx_predictors,
+)
+from bench.serve_report import render, runtime_comparison
 from fusion_testkit.processes import HOST, free_port
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "mvsa-single" / "dev.jsonl"
@@ -78,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint", type=Path, help="checkpoint dir (default: the untrained default model)"
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "torch", "onnx", "onnx-int8"),
+        help="the service's FUSION_RUNTIME and the ceiling's runtime; with ONNX the torch ceiling is "
+        "measured too, for the ratio (default auto: ONNX on CPU)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds per phase")
     parser.add_argument("--duration", type=float, help="measured seconds per load level (default 20)")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds before each level (default 3)")
@@ -147,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from model.datasets import load_dataset
     from model.device import available_cpus, resolve_device
     from model.predictor import Predictor
+    from service.runtime.model_loader import choose_runtime
     from service.settings import Settings
 
     device = resolve_device(args.device).type
@@ -170,14 +186,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         predictor = Predictor.from_checkpoint(checkpoint, device=device)
         predictor.warmup()
         config = predictor.config
-        ceiling = measure_ceiling(
-            predictor,
-            images,
-            texts,
-            batch_sizes=args.batch_sizes,
-            setups=args.ceiling_setups,
-            seconds=args.ceiling_seconds,
-        )
+        runtime = choose_runtime(args.runtime, device)
+        predictor_for = onnx_predictors(checkpoint, runtime) if runtime != "torch" else lambda t: predictor
+        ceilings = [
+            measure_ceiling(
+                get,
+                images,
+                texts,
+                batch_sizes=args.batch_sizes,
+                setups=args.ceiling_setups,
+                seconds=args.ceiling_seconds,
+            )
+            for get in ([predictor_for] if runtime == "torch" else [predictor_for, lambda t: predictor])
+        ]
+        ceiling, torch_ceiling = ceilings[0], (ceilings[1] if len(ceilings) > 1 else None)
 
         plan = LoadPlan(
             workdir,
@@ -196,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "FUSION_DATA_DIR": str(workdir / "data"),
             "FUSION_DEVICE": device,
             "FUSION_START_WORKER": "false",  # training is not part of serving
+            "FUSION_RUNTIME": runtime,
             **{f"FUSION_{knob.upper()}": str(value) for knob, value in knobs.items()},
         }
         port = free_port()
@@ -203,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         def measure_again(row: CeilingRow) -> CeilingRow:
             return measure_row(
-                predictor,
+                predictor_for(row.threads),
                 images,
                 texts,
                 callers=row.callers,
@@ -248,13 +271,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"decode threads={serving.decode_threads}, inference threads={serving.inference_threads}, "
         f"torch threads={serving.torch_threads}",
     ]
-    print(render(ceiling, service, naive, header))
+    header.append(f"- runtime: {runtime} (ceiling and service)")
+    report = render(ceiling, service, naive, header)
+    if torch_ceiling is not None:
+        report += "\n\n" + "\n".join(runtime_comparison(ceiling, torch_ceiling, service, runtime))
+    print(report)
     if args.json is not None:
         references = {"reference": ceiling.reference, "single_item_ms": ceiling.single_item_ms}
         results = {
             "ceiling": {**asdict(ceiling), **references},
             "service": asdict(service),
             "naive": naive and asdict(naive),
+            "torch_ceiling": torch_ceiling and asdict(torch_ceiling),
         }
         args.json.write_text(json.dumps({"args": vars(args), **results}, indent=2, default=str))
 

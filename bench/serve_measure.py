@@ -142,7 +142,7 @@ def _time_batches(
 
 
 def measure_ceiling(
-    predictor: Any,
+    predictor_for: Callable[[int], Any],
     images: Sequence[bytes],
     texts: Sequence[str],
     *,
@@ -150,15 +150,42 @@ def measure_ceiling(
     setups: Sequence[tuple[int, int]],
     seconds: float,
 ) -> Ceiling:
-    """``predict_batch`` on encoded images for ``seconds`` per (callers, torch threads) and batch size."""
+    """``predict_batch`` on encoded images for ``seconds`` per (callers, threads) and batch size.
+
+    ``predictor_for(threads)`` gives the predictor to call (ONNX Runtime fixes its threads per session).
+    """
     rows = [
         measure_row(
-            predictor, images, texts, callers=callers, threads=threads, batch_size=size, seconds=seconds
+            predictor_for(threads),
+            images,
+            texts,
+            callers=callers,
+            threads=threads,
+            batch_size=size,
+            seconds=seconds,
         )
         for callers, threads in setups
         for size in batch_sizes
     ]
     return Ceiling(rows)
+
+
+def onnx_predictors(checkpoint: Path, runtime: str) -> Callable[[int], Any]:
+    """Export the checkpoint's graph (as the worker does), then one warm ONNX session per thread count."""
+    from model.export import export_onnx
+    from model.onnx_predictor import OnnxPredictor
+
+    int8 = runtime == "onnx-int8"
+    export_onnx(checkpoint, quantize="int8" if int8 else None)
+    sessions: dict[int, Any] = {}
+
+    def predictor_for(threads: int) -> Any:
+        if threads not in sessions:
+            sessions[threads] = OnnxPredictor.from_checkpoint(checkpoint, int8=int8, threads=threads)
+            sessions[threads].warmup()
+        return sessions[threads]
+
+    return predictor_for
 
 
 def measure_row(

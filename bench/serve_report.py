@@ -16,13 +16,7 @@ def render(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None, header
         "### Ceiling: in-process `Predictor.predict_batch` (decode + preprocess + forward)",
         "",
     ]
-    lines += ["| callers | torch threads | batch | items/s | batch p50 ms |", "|---:|---:|---:|---:|---:|"]
-    for row in ceiling.rows:
-        mark = " **best**" if row is ceiling.best else ""
-        lines.append(
-            f"| {row.callers} | {row.threads} | {row.batch_size} | {row.throughput:.1f}{mark} "
-            f"| {row.batch_p50_ms:.1f} |"
-        )
+    lines += ceiling_table(ceiling)
     lines += ["", "### Load: closed loop from a separate client process", ""]
     lines += [
         "| server | clients | req/s | p50 ms | p95 ms | p99 ms | errors | ÷ ceiling | service ÷ naive "
@@ -89,6 +83,39 @@ def render(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None, header
                 + " MiB"
             )
     return "\n".join([*lines, "", "### Targets of issue 6", "", *target_lines(ceiling, service, naive)])
+
+
+def ceiling_table(ceiling: Ceiling) -> list[str]:
+    """Markdown rows of every ceiling setting, the best one marked (threads: torch or ONNX intra-op)."""
+    lines = ["| callers | threads | batch | items/s | batch p50 ms |", "|---:|---:|---:|---:|---:|"]
+    for row in ceiling.rows:
+        mark = " **best**" if row is ceiling.best else ""
+        lines.append(
+            f"| {row.callers} | {row.threads} | {row.batch_size} | {row.throughput:.1f}{mark} "
+            f"| {row.batch_p50_ms:.1f} |"
+        )
+    return lines
+
+
+def runtime_comparison(
+    ceiling: Ceiling, torch_ceiling: Ceiling, service: ServerRun, runtime: str
+) -> list[str]:
+    """The torch ceiling's rows, and the ONNX ceiling and service as ratios of it (issue 13's bars)."""
+    lines = [f"### Torch eager ceiling, for comparison with {runtime}", "", *ceiling_table(torch_ceiling)]
+    levels = {lvl["concurrency"]: lvl for lvl in service.levels}
+    best, torch_best = ceiling.best.throughput, torch_ceiling.best.throughput
+    single, torch_single = ceiling.single_item_ms, torch_ceiling.single_item_ms
+    lines += [
+        "",
+        f"- {runtime} ceiling ÷ torch ceiling (best rows): {best:.1f} ÷ {torch_best:.1f} items/s "
+        f"= {best / torch_best:.2f}",
+        f"- single item, {runtime} ÷ torch: {single:.1f} ÷ {torch_single:.1f} ms "
+        f"= {single / torch_single:.2f}",
+    ]
+    if 32 in levels:
+        ratio = levels[32]["throughput"] / ceiling.reference
+        lines.append(f"- service on {runtime} at 32 clients ÷ {runtime} ceiling: {ratio:.2f}")
+    return lines
 
 
 def target_lines(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None) -> list[str]:

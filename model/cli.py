@@ -1,4 +1,4 @@
-"""Command line: `python -m model demo-data | train | evaluate | predict`.
+"""Command line: `python -m model demo-data | train | evaluate | predict | export`.
 
 Bad input (missing files, invalid datasets or checkpoints, bad options) exits with status 2 and one line
 `error: ...` on stderr, never a traceback.
@@ -139,6 +139,11 @@ def _build_parser() -> _Parser:
     predict.add_argument("--image", type=Path)
     predict.add_argument("--text")
     predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    export = commands.add_parser("export", help="write the inference graph beside a checkpoint (ONNX)")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("--format", default="onnx", choices=("onnx",))
+    export.add_argument("--quantize", choices=("int8",), help="also write a dynamically quantised graph")
     return parser
 
 
@@ -315,7 +320,24 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "predict": _predict}
+def _export(args: argparse.Namespace) -> int:
+    from model.export import ExportError, export_onnx
+
+    try:
+        entry = export_onnx(args.checkpoint, quantize=args.quantize)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from exc
+    print(json.dumps({"onnx": entry}, indent=2))
+    return 0
+
+
+_COMMANDS = {
+    "demo-data": _demo_data,
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "export": _export,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -148,8 +148,9 @@ class FusionClassifier(nn.Module):
         text_present: torch.Tensor,
     ) -> FusionOutput:
         """Classify encoder features; rows whose ``*_present`` is False use the missing embedding."""
-        image_present = image_present.bool() & (self.image_encoder is not None)
-        text_present = text_present.bool() & (self.text_encoder is not None)
+        # Written without `tensor & python_bool`, which the ONNX exporter cannot trace.
+        image_present = image_present.bool() if self.image_encoder else torch.zeros_like(image_present.bool())
+        text_present = text_present.bool() if self.text_encoder else torch.zeros_like(text_present.bool())
         image_present, text_present = self._modality_dropout(image_present, text_present)
         img = self._side(img_feats, self.image_proj, image_present, self.missing_image, "image")
         txt = self._side(txt_feats, self.text_proj, text_present, self.missing_text, "text")

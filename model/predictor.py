@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,11 @@ from model.fusion import FusionClassifier
 from model.images import DEFAULT_MAX_PIXELS, ImageTransform, load_image
 
 ImageInput = bytes | Image.Image | torch.Tensor | None
+Tokenize = Callable[[Sequence[str]], dict[str, torch.Tensor]]
+
+
+def _no_text(texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    raise ValueError("text: this model has no text encoder")
 
 
 @dataclass
@@ -31,36 +36,42 @@ class Prediction:
     gate: dict[str, float] | None = None
 
 
-class Predictor:
-    """A loaded checkpoint on one device, ready for ``predict_batch``."""
+@dataclass
+class BatchOutput:
+    """Per-row probability lists of one forward (explain fields only when asked) and the gate weights."""
+
+    probabilities: list[list[float]]
+    image_only: list[list[float]] | None = None
+    text_only: list[list[float]] | None = None
+    gate: list[list[float]] | None = None
+
+
+class BasePredictor:
+    """What every runtime shares: preprocessing, input checks, and turning probabilities into results.
+
+    Subclasses load a checkpoint their own way and implement ``_run`` (one forward of a batch) on
+    rows that have each modality; ``runtime`` names them in the service's status and metrics.
+    """
+
+    runtime = "torch"
+    device: torch.device
 
     def __init__(
         self,
-        model: FusionClassifier,
+        config: ModelConfig,
         meta: dict[str, Any],
         *,
         version: str,
-        device: str | torch.device = "cpu",
+        tokenize: Tokenize | None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        self.device = resolve_device(device)
-        # Channels-last convolutions are faster on CPU as well as CUDA (docs/PERFORMANCE.md).
-        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+        self.config = config
+        self._tokenize = tokenize or _no_text
+        self.labels: tuple[str, ...] = config.labels
         self.meta = meta
         self.version = version
         self.max_pixels = max_pixels
-        self.config: ModelConfig = model.config
-        self.labels: tuple[str, ...] = model.labels
-        self._transform = ImageTransform(self.config, train=False)
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", *, max_pixels: int = DEFAULT_MAX_PIXELS
-    ) -> Predictor:
-        """Load the checkpoint directory ``path``; its name becomes ``version``."""
-        path = Path(path)
-        model, meta = load_checkpoint(path, device="cpu")
-        return cls(model, meta, version=path.name, device=device, max_pixels=max_pixels)
+        self._transform = ImageTransform(config, train=False)
 
     def preprocess_image(self, data: bytes) -> torch.Tensor:
         """Decode and transform image bytes to [3, S, S]; raises ``ImageDecodeError``. Thread-safe."""
@@ -73,6 +84,14 @@ class Predictor:
         if isinstance(image, Image.Image):
             return self._transform(image.convert("RGB"))
         return self.preprocess_image(image)
+
+    def _stack_pixels(self, images: Sequence[ImageInput], has_image: list[bool]) -> torch.Tensor:
+        """Pixels [N, 3, S, S] of the rows that have an image."""
+        return torch.stack([self._pixels(img) for img, on in zip(images, has_image, strict=True) if on])  # type: ignore[arg-type]
+
+    def _tokens(self, texts: Sequence[str | None], has_text: list[bool]) -> dict[str, torch.Tensor]:
+        """Tokenizer output [N, L] of the rows that have a text."""
+        return self._tokenize([t or "" for t, on in zip(texts, has_text, strict=True) if on])
 
     def _present(
         self, images: Sequence[ImageInput], texts: Sequence[str | None]
@@ -93,6 +112,80 @@ class Predictor:
                 )
         return has_image, has_text
 
+    def _run(
+        self,
+        images: Sequence[ImageInput],
+        texts: Sequence[str | None],
+        has_image: list[bool],
+        has_text: list[bool],
+        explain: bool,
+    ) -> BatchOutput:
+        raise NotImplementedError
+
+    def predict_batch(
+        self, images: Sequence[ImageInput], texts: Sequence[str | None], explain: bool = False
+    ) -> list[Prediction]:
+        """Classify items; each may lack its image or text (None or blank), but not both.
+
+        ``images`` items are encoded bytes, PIL images, preprocessed tensors [3, S, S] or None.
+        ``explain`` adds image-only / text-only probabilities and the gate weights.
+        """
+        has_image, has_text = self._present(images, texts)
+        out = self._run(images, texts, has_image, has_text, explain)
+        results = []
+        for i, row in enumerate(out.probabilities):
+            probs = dict(zip(self.labels, row, strict=True))
+            results.append(
+                Prediction(
+                    label=max(probs, key=probs.__getitem__),
+                    probabilities=probs,
+                    modalities_used=[m for m, on in (("image", has_image[i]), ("text", has_text[i])) if on],
+                    image_only=self._named(out.image_only, i) if has_image[i] else None,
+                    text_only=self._named(out.text_only, i) if has_text[i] else None,
+                    gate=dict(zip(("image", "text"), out.gate[i], strict=True))
+                    if out.gate is not None
+                    else None,
+                )
+            )
+        return results
+
+    def _named(self, rows: list[list[float]] | None, i: int) -> dict[str, float] | None:
+        return dict(zip(self.labels, rows[i], strict=True)) if rows is not None else None
+
+    def warmup(self) -> None:
+        """Run one dummy batch so lazy initialisation (kernels, allocator) happens before real traffic."""
+        size = self.config.image_size
+        image = Image.new("RGB", (size, size), (127, 127, 127)) if "image" in self.config.modalities else None
+        self.predict_batch([image], ["warmup" if "text" in self.config.modalities else None])
+
+
+class Predictor(BasePredictor):
+    """A loaded checkpoint on one device (eager PyTorch), ready for ``predict_batch``."""
+
+    def __init__(
+        self,
+        model: FusionClassifier,
+        meta: dict[str, Any],
+        *,
+        version: str,
+        device: str | torch.device = "cpu",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        tokenize = model.tokenize if model.text_encoder is not None else None
+        super().__init__(model.config, meta, version=version, tokenize=tokenize, max_pixels=max_pixels)
+        self.device = resolve_device(device)
+        # Channels-last convolutions are faster on CPU as well as CUDA (docs/PERFORMANCE.md).
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", *, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> Predictor:
+        """Load the checkpoint directory ``path``; its name becomes ``version``."""
+        path = Path(path)
+        model, meta = load_checkpoint(path, device="cpu")
+        return cls(model, meta, version=path.name, device=device, max_pixels=max_pixels)
+
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         """One copy per batch; on CUDA from pinned memory, so the copy is asynchronous."""
         if self.device.type != "cuda":
@@ -110,62 +203,43 @@ class Predictor:
         img_feats = txt_feats = None
         rows = [i for i, present in enumerate(has_image) if present]
         if rows:
-            pixels = torch.stack([self._pixels(images[i]) for i in rows])  # type: ignore[arg-type]
-            pixels = self._to_device(pixels.contiguous(memory_format=torch.channels_last))
-            encoded = self.model.encode_image(pixels)
+            pixels = self._stack_pixels(images, has_image).contiguous(memory_format=torch.channels_last)
+            encoded = self.model.encode_image(self._to_device(pixels))
             img_feats = encoded.new_zeros(len(images), encoded.shape[1])
             img_feats[rows] = encoded
         rows = [i for i, present in enumerate(has_text) if present]
         if rows:
-            inputs = self.model.tokenize([texts[i] or "" for i in rows])
+            inputs = self._tokens(texts, has_text)
             encoded = self.model.encode_text({k: self._to_device(v) for k, v in inputs.items()})
             txt_feats = encoded.new_zeros(len(texts), encoded.shape[1])
             txt_feats[rows] = encoded
         return img_feats, txt_feats
 
-    def _probabilities(self, logits: torch.Tensor) -> list[dict[str, float]]:
-        probs = torch.softmax(logits.float(), dim=-1).cpu().tolist()
-        return [dict(zip(self.labels, row, strict=True)) for row in probs]
+    @staticmethod
+    def _probabilities(logits: torch.Tensor) -> list[list[float]]:
+        return torch.softmax(logits.float(), dim=-1).cpu().tolist()
 
-    def predict_batch(
-        self, images: Sequence[ImageInput], texts: Sequence[str | None], explain: bool = False
-    ) -> list[Prediction]:
-        """Classify items; each may lack its image or text (None or blank), but not both.
-
-        ``images`` items are encoded bytes, PIL images, preprocessed tensors [3, S, S] or None.
-        ``explain`` adds image-only / text-only probabilities and the gate weights.
-        """
-        has_image, has_text = self._present(images, texts)
+    def _run(
+        self,
+        images: Sequence[ImageInput],
+        texts: Sequence[str | None],
+        has_image: list[bool],
+        has_text: list[bool],
+        explain: bool,
+    ) -> BatchOutput:
         image_present = torch.tensor(has_image, device=self.device)
         text_present = torch.tensor(has_text, device=self.device)
         with torch.inference_mode(), autocast(self.device):
             img_feats, txt_feats = self._features(images, texts, has_image, has_text)
             out = self.model.head(img_feats, txt_feats, image_present, text_present)
-            fused = self._probabilities(out.logits)
-            image_only = text_only = None
+            result = BatchOutput(self._probabilities(out.logits))
             if explain:
                 nobody = torch.zeros_like(image_present)
-                image_only = self._probabilities(
+                result.image_only = self._probabilities(
                     self.model.head(img_feats, None, image_present, nobody).logits
                 )
-                text_only = self._probabilities(self.model.head(None, txt_feats, nobody, text_present).logits)
-            gates = out.gate.float().cpu().tolist() if explain and out.gate is not None else None
-        results = []
-        for i, probs in enumerate(fused):
-            results.append(
-                Prediction(
-                    label=max(probs, key=probs.__getitem__),
-                    probabilities=probs,
-                    modalities_used=[m for m, on in (("image", has_image[i]), ("text", has_text[i])) if on],
-                    image_only=image_only[i] if image_only is not None and has_image[i] else None,
-                    text_only=text_only[i] if text_only is not None and has_text[i] else None,
-                    gate=dict(zip(("image", "text"), gates[i], strict=True)) if gates is not None else None,
+                result.text_only = self._probabilities(
+                    self.model.head(None, txt_feats, nobody, text_present).logits
                 )
-            )
-        return results
-
-    def warmup(self) -> None:
-        """Run one dummy batch so lazy initialisation (kernels, allocator) happens before real traffic."""
-        size = self.config.image_size
-        image = Image.new("RGB", (size, size), (127, 127, 127)) if "image" in self.config.modalities else None
-        self.predict_batch([image], ["warmup" if "text" in self.config.modalities else None])
+                result.gate = out.gate.float().cpu().tolist() if out.gate is not None else None
+        return result

@@ -102,7 +102,13 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     store = ModelStore(settings.model_dir)
     holder = ModelHolder()
     loader = ModelLoader(
-        store, holder, device=settings.device, max_pixels=settings.max_image_pixels, compile=settings.compile
+        store,
+        holder,
+        device=settings.device,
+        max_pixels=settings.max_image_pixels,
+        compile=settings.compile,
+        runtime=settings.runtime,
+        onnx_threads=settings.onnx_threads,
     )
     batcher = MicroBatcher(
         holder,

@@ -33,10 +33,12 @@ class _StateCollector(Collector):
         ready.add_metric([], 1 if predictor is not None else 0)
         yield ready
         info = GaugeMetricFamily(
-            "model_info", "The model version serving (value is always 1)", labels=["version", "device"]
+            "model_info",
+            "The model version serving, where and on which runtime (value is always 1)",
+            labels=["version", "device", "runtime"],
         )
         if predictor is not None:
-            info.add_metric([predictor.version, str(predictor.device)], 1)
+            info.add_metric([predictor.version, str(predictor.device), predictor.runtime], 1)
         yield info
 
         job_store = getattr(self.state, "job_store", None)

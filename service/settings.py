@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         default=None, ge=1, le=1024, description="None = the cores shared out among the inference threads"
     )
     compile: bool = Field(default=False, description="torch.compile the model on GPU")
+    # auto: ONNX Runtime on CPU (the version's graph, exported on first load if it has none); on CUDA
+    # torch unless onnxruntime-gpu is installed. A version whose graph cannot load serves on torch.
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    onnx_threads: int | None = Field(
+        default=None, ge=1, le=1024, description="None = every core: a lone request may use them all"
+    )
     model_poll_interval_s: float = Field(default=2.0, gt=0.0)
 
     # Auth
@@ -84,7 +90,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
-    @field_validator("log_format", "log_level", "device", mode="before")
+    @field_validator("log_format", "log_level", "device", "runtime", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         """Accept ``INFO`` / ``JSON`` / ``CUDA`` as written in shell environments."""

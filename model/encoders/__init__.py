@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from model.config import ModelConfig
 from model.encoders.base import Encoder, ImageEncoder, TextEncoder
 from model.text import Vocabulary
+
+if TYPE_CHECKING:
+    import torch
 
 # A builder receives the config and whether to read pretrained weights from their package; checkpoint
 # loading passes False because the checkpoint already holds every tensor.
@@ -88,6 +92,21 @@ def build_text_encoder(
     return TEXT_ENCODER_BUILDERS[name](config, vocab, load_weights)
 
 
+def build_tokenizer(
+    config: ModelConfig, vocab: Vocabulary | None = None
+) -> Callable[[Sequence[str]], dict[str, torch.Tensor]]:
+    """The text encoder's tokenizer alone (no weights): raw texts -> ``input_ids``, ``attention_mask``."""
+    if config.text_encoder == "minilm":
+        from model.encoders.minilm import MiniLMTokenizer
+
+        return MiniLMTokenizer(config)
+    if config.text_encoder in VOCAB_ENCODERS:
+        from model.encoders.text import VocabTokenizer
+
+        return VocabTokenizer(config, _need_vocab(config.text_encoder, vocab))
+    raise ValueError(f"text_encoder: {config.text_encoder!r} has no tokenizer")
+
+
 __all__ = [
     "IMAGE_ENCODER_BUILDERS",
     "TEXT_ENCODER_BUILDERS",
@@ -97,4 +116,5 @@ __all__ = [
     "TextEncoder",
     "build_image_encoder",
     "build_text_encoder",
+    "build_tokenizer",
 ]

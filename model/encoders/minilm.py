@@ -154,20 +154,36 @@ class BertPooler(nn.Module):
         self.dense = nn.Linear(HIDDEN, HIDDEN)
 
 
+class MiniLMTokenizer:
+    """The package's WordPiece tokenizer over normalised texts; needs no weights (used by every runtime)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        from tokenizers import Tokenizer
+
+        self.config = config
+        self.tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=config.max_text_tokens)
+        self.tokenizer.enable_padding(pad_id=PAD_ID, pad_token="[PAD]")
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """WordPiece ids and attention mask [B, L] of the normalised texts (L = longest, capped)."""
+        encodings = self.tokenizer.encode_batch([normalize_text(t, self.config) for t in texts])
+        return {
+            "input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
+            "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
+        }
+
+
 class MiniLM(TextEncoder):
     """all-MiniLM-L6-v2 sentence encoder: 384-d, mean pooling over real tokens, L2-normalised."""
 
     def __init__(self, config: ModelConfig, pretrained: bool = True, load_weights: bool = True) -> None:
         super().__init__("minilm", HIDDEN, pretrained=pretrained)
-        from tokenizers import Tokenizer
-
-        self.config = config
         self.embeddings = BertEmbeddings()
         self.encoder = BertEncoder()
         self.pooler = BertPooler()
-        self.tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=config.max_text_tokens)
-        self.tokenizer.enable_padding(pad_id=PAD_ID, pad_token="[PAD]")
+        self.config = config
+        self.tokenizer = MiniLMTokenizer(config)
         if pretrained and load_weights:
             self.load_pretrained_weights()
         self.set_finetune("none" if pretrained else "all")
@@ -184,11 +200,7 @@ class MiniLM(TextEncoder):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """WordPiece ids and attention mask [B, L] of the normalised texts (L = longest, capped)."""
-        encodings = self.tokenizer.encode_batch([normalize_text(t, self.config) for t in texts])
-        return {
-            "input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
-            "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
-        }
+        return self.tokenizer(texts)
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Unit-length sentence embeddings [B, 384]."""

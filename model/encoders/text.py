@@ -5,11 +5,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
 from model.encoders.base import TextEncoder
 from model.text import Vocabulary, normalize_text
+
+
+class VocabTokenizer:
+    """Tokenisation of the vocabulary-based encoders; needs no weights (used by every runtime)."""
+
+    def __init__(self, config: ModelConfig, vocab: Vocabulary) -> None:
+        self.config = config
+        self.vocab = vocab
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` [B, L] of the normalised texts."""
+        normalised = [normalize_text(t, self.config) for t in texts]
+        return self.vocab.encode(normalised, self.config.max_text_tokens)
 
 
 class _VocabEncoder(TextEncoder):
@@ -19,11 +33,11 @@ class _VocabEncoder(TextEncoder):
         super().__init__(name, out_dim, pretrained=False)
         self.config = config
         self.vocab = vocab
+        self._tokenizer = VocabTokenizer(config, vocab)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` [B, L] of the normalised texts."""
-        normalised = [normalize_text(t, self.config) for t in texts]
-        return self.vocab.encode(normalised, self.config.max_text_tokens)
+        return self._tokenizer(texts)
 
 
 class BagOfWords(_VocabEncoder):
@@ -35,7 +49,11 @@ class BagOfWords(_VocabEncoder):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Features [B, embed_dim]."""
-        return self.embedding(inputs["input_ids"])
+        # The bag's mean written out: the ONNX exporter has no EmbeddingBag with padding_idx.
+        ids = inputs["input_ids"]
+        vectors = F.embedding(ids, self.embedding.weight, padding_idx=0)
+        real = (ids != 0).unsqueeze(-1).to(vectors.dtype)
+        return (vectors * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
 
 
 class BiLSTM(_VocabEncoder):

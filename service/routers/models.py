@@ -51,6 +51,7 @@ def active_model(store: ModelStoreDep, holder: ModelHolderDep) -> ActiveModelPub
         **ModelVersionPublic.from_version(store.get(active), active).model_dump(),
         serving=predictor.version if predictor is not None else None,
         device=str(predictor.device) if predictor is not None else None,
+        runtime=predictor.runtime if predictor is not None else None,
     )
 
 

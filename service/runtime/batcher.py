@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from service.runtime.model_holder import ModelHolder
 
 if TYPE_CHECKING:
-    from model.predictor import Prediction, Predictor
+    from model.predictor import BasePredictor, Prediction
 
 log = logging.getLogger(__name__)
 
-DecodeFn = Callable[["Predictor", bytes], Any]
+DecodeFn = Callable[["BasePredictor", bytes], Any]
 """Turns raw image bytes into the predictor's input tensor (in the decode pool, or the inference thread)."""
 
 
@@ -53,7 +53,7 @@ class ServedPrediction:
 
 @dataclass(eq=False)
 class _Item:
-    predictor: Predictor  # bound at submission: a swap never moves a request to another model
+    predictor: BasePredictor  # bound at submission: a swap never moves a request to another model
     text: str | None
     explain: bool
     loop: asyncio.AbstractEventLoop

@@ -11,7 +11,7 @@ from PIL import Image
 from model.images import ImageDecodeError
 
 if TYPE_CHECKING:
-    from model.predictor import Predictor
+    from model.predictor import BasePredictor
 
 
 class ImagePolicy:
@@ -23,7 +23,7 @@ class ImagePolicy:
     def __init__(self, allowed_types: Iterable[str]) -> None:
         self.allowed_types = tuple(t.lower() for t in allowed_types)
 
-    def __call__(self, predictor: Predictor, data: bytes) -> Any:
+    def __call__(self, predictor: BasePredictor, data: bytes) -> Any:
         """Preprocessed input tensor for ``predictor``; ``ImageDecodeError`` when the image is refused."""
         self.check(data)
         return predictor.preprocess_image(data)

@@ -7,7 +7,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from model.predictor import Predictor
+    from model.predictor import BasePredictor
 
 
 class ModelHolder:
@@ -20,11 +20,11 @@ class ModelHolder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._predictor: Predictor | None = None
-        self._retired: list[tuple[weakref.ref[Predictor], bool]] = []
+        self._predictor: BasePredictor | None = None
+        self._retired: list[tuple[weakref.ref[BasePredictor], bool]] = []
 
     @property
-    def predictor(self) -> Predictor | None:
+    def predictor(self) -> BasePredictor | None:
         """The predictor new requests should use (None before the first load)."""
         return self._predictor
 
@@ -39,7 +39,7 @@ class ModelHolder:
         """Whether a warmed-up predictor is serving; stays true during a swap."""
         return self._predictor is not None
 
-    def swap(self, predictor: Predictor) -> None:
+    def swap(self, predictor: BasePredictor) -> None:
         """Serve ``predictor`` from now on (it must already be warmed up)."""
         self._replace(predictor)
 
@@ -63,7 +63,7 @@ class ModelHolder:
 
             torch.cuda.empty_cache()
 
-    def _replace(self, predictor: Predictor | None) -> None:
+    def _replace(self, predictor: BasePredictor | None) -> None:
         with self._lock:
             old, self._predictor = self._predictor, predictor
             if old is not None:

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from model.checkpoint import read_checkpoint_meta
 from model.images import DEFAULT_MAX_PIXELS
 from service.runtime.model_holder import ModelHolder
 from service.runtime.model_store import (
@@ -17,7 +18,9 @@ from service.runtime.model_store import (
 )
 
 if TYPE_CHECKING:
-    from model.predictor import Predictor
+    from model.predictor import BasePredictor
+
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,14 @@ class ModelLoader:
         device: str = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         compile: bool = False,
+        runtime: str = "auto",
+        onnx_threads: int | None = None,
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime: must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
         self.store = store
+        self.runtime = runtime
+        self.onnx_threads = onnx_threads
         self.holder = holder
         self.device = device
         self.max_pixels = max_pixels
@@ -89,19 +98,30 @@ class ModelLoader:
             except Exception:  # the watcher must survive anything one poll runs into
                 log.exception("model watcher: sync failed")
 
-    async def _load(self, version: str) -> Predictor:
+    async def _load(self, version: str) -> BasePredictor:
         if not self.store.exists(version):
             raise UnknownVersionError(version)
         path = self.store.version_path(version)
         if not self.holder.ready:
             self._reason = f"loading model version {version}"
-        log.info("loading model version %s on device=%s", version, self.device)
+        log.info("loading model version %s on device=%s, runtime=%s", version, self.device, self.runtime)
         try:
             return await asyncio.to_thread(self._build, path)
         except Exception as exc:  # any failure to build or warm up means the version cannot serve
             raise InvalidCheckpointError(version, str(exc) or type(exc).__name__) from exc
 
-    def _build(self, path: Path) -> Predictor:
+    def _build(self, path: Path) -> BasePredictor:
+        from model.device import resolve_device
+
+        device = resolve_device(self.device)
+        runtime = choose_runtime(self.runtime, device.type)
+        if runtime != "torch":
+            onnx = self._build_onnx(path, int8=runtime == "onnx-int8", device=device.type)
+            if onnx is not None:
+                return onnx
+        return self._build_torch(path)
+
+    def _build_torch(self, path: Path) -> BasePredictor:
         from model.predictor import Predictor
 
         predictor = Predictor.from_checkpoint(path, device=self.device, max_pixels=self.max_pixels)
@@ -114,10 +134,42 @@ class ModelLoader:
         predictor.warmup()
         return predictor
 
-    def _swap(self, predictor: Predictor) -> None:
+    def _build_onnx(self, path: Path, *, int8: bool, device: str) -> BasePredictor | None:
+        """The version's graph on ONNX Runtime, exported first if it has none; None: serve on torch."""
+        from model.export import ExportError, export_onnx, export_problem
+        from model.onnx_predictor import OnnxPredictor, graph_file
+
+        kind = "int8 ONNX" if int8 else "ONNX"
+        meta = read_checkpoint_meta(path)
+        if graph_file(meta, int8=int8) is None:
+            problem = export_problem(meta)
+            if problem is not None:  # tried before (here or in the worker): do not retry on every load
+                log.warning("model version %s: no %s graph (%s); serving on torch", path.name, kind, problem)
+                return None
+            log.info(
+                "model version %s has no %s graph: exporting it once, beside its checkpoint", path.name, kind
+            )
+            try:
+                export_onnx(path, quantize="int8" if int8 else None)
+            except ExportError as exc:
+                log.warning("model version %s: %s export failed, serving on torch: %s", path.name, kind, exc)
+                return None
+        try:
+            predictor = OnnxPredictor.from_checkpoint(
+                path, int8=int8, device=device, threads=self.onnx_threads, max_pixels=self.max_pixels
+            )
+            predictor.warmup()
+        except Exception as exc:  # a corrupt or mismatched graph must never stop the version serving
+            log.warning("model version %s: %s graph unusable, serving on torch: %s", path.name, kind, exc)
+            return None
+        return predictor
+
+    def _swap(self, predictor: BasePredictor) -> None:
         self.holder.swap(predictor)
         self._failed_version = None
-        log.info("serving model version %s on %s", predictor.version, predictor.device)
+        log.info(
+            "serving model version %s on %s (%s)", predictor.version, predictor.device, predictor.runtime
+        )
 
     def _set_problem(self, reason: str) -> None:
         if reason != self._reason:
@@ -134,3 +186,14 @@ class ModelLoader:
         return (
             f"{count} model version(s) in the store but none is active; use POST /models/{{version}}/activate"
         )
+
+
+def choose_runtime(requested: str, device_type: str) -> str:
+    """``auto`` resolved: ONNX Runtime on CPU; on CUDA torch, unless onnxruntime-gpu is installed."""
+    if requested != "auto":
+        return requested
+    if device_type != "cuda":
+        return "onnx"
+    import onnxruntime
+
+    return "onnx" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "torch"

@@ -80,3 +80,6 @@ class ActiveModelPublic(ModelVersionPublic):
         description="The version this replica is serving (may lag the pointer briefly)"
     )
     device: str | None = Field(description="Where this replica runs the model")
+    runtime: str | None = Field(
+        None, description="What runs it: `torch`, `onnx` or `onnx-int8` (ONNX Runtime, fp32 or int8)"
+    )

@@ -102,6 +102,7 @@ class JobRunner:
     def run(self, job: Job, should_stop: Callable[[], bool]) -> None:
         """Train, save, promote and record `job`; JobError, JobLost, TrainingCancelled, DatasetError."""
         from model.checkpoint import CheckpointError
+        from model.export import export_for_serving
         from model.features import FeatureCache
         from model.runs import train_and_save
         from model.training import train
@@ -164,6 +165,7 @@ class JobRunner:
         current = self.jobs.get(job.id)
         if current is None or not current.runs_on(self.worker_id):
             raise JobLost(f"trained; version {path.name} saved but not activated")
+        onnx = export_for_serving(path)  # before promotion: a promoted version carries its graph
         metric = train_config.metric
         # The validation figure (with cv: the held-out folds' mean); the test reports never enter here.
         value = result.metrics["fusion"][metric]
@@ -176,6 +178,7 @@ class JobRunner:
             "validation_split": result.metrics_split,
             "promotion": promotion,
             "skipped_rows": skipped_rows,
+            "onnx": onnx,
         }
         if result.test_metrics is not None:
             metrics["test"] = result.test_metrics

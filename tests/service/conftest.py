@@ -33,6 +33,8 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
             "model_poll_interval_s": 0.05,
             "decode_threads": 1,
             "torch_threads": 1,
+            # Eager torch unless a test asks for ONNX: exporting each test's version would add seconds.
+            "runtime": "torch",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -56,7 +56,8 @@ def test_batches_queue_and_model_are_reported(client: TestClient, active_version
     assert samples[("inference_batch_size_sum", ())] >= 1
     assert samples[("inference_queue_depth", ())] == 0
     assert samples[("model_ready", ())] == 1
-    assert samples[("model_info", (("device", "cpu"), ("version", active_version)))] == 1
+    info = ("model_info", (("device", "cpu"), ("runtime", "torch"), ("version", active_version)))
+    assert samples[info] == 1
 
 
 def test_empty_store_reports_not_ready(empty_client: TestClient) -> None:

@@ -36,6 +36,22 @@ def test_job_trains_saves_and_promotes_with_no_active_model(worker: Worker, tiny
     assert meta is not None and meta["extra"]["job_id"] == job.id
 
 
+def test_a_trained_version_carries_its_graphs_and_the_job_says_so(
+    worker: Worker, tiny_job_params: Params
+) -> None:
+    queue(worker, tiny_job_params, promote="always")
+    done = worker.run_once()
+    assert done is not None and done.status is JobStatus.SUCCEEDED and done.metrics is not None
+    assert done.metrics["onnx"] == {
+        "exported": True,
+        "file": "model.onnx",
+        "int8_file": "model.int8.onnx",
+        "opset": 17,
+    }
+    path = worker.models.version_path(done.model_version or "")
+    assert (path / "model.onnx").is_file() and (path / "model.int8.onnx").is_file()
+
+
 def test_promote_never_keeps_the_active_model(worker: Worker, tiny_job_params: Params) -> None:
     active = version_with_metric(worker.models, 0.0)
     queue(worker, tiny_job_params, promote="never")

@@ -1,0 +1,148 @@
+"""Inference on ONNX Runtime: the exported graph of a checkpoint behind the same ``predict_batch``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.checkpoint import CheckpointError, read_checkpoint_meta
+from model.config import ModelConfig
+from model.encoders import build_tokenizer
+from model.export import META_KEY
+from model.images import DEFAULT_MAX_PIXELS
+from model.predictor import BasePredictor, BatchOutput, ImageInput
+from model.text import Vocabulary
+
+
+class GraphError(CheckpointError):
+    """The version has no usable ONNX graph (missing, corrupt or not matching its metadata)."""
+
+
+def session_options(threads: int | None) -> Any:
+    """ONNX Runtime options for serving (docs/PERFORMANCE.md explains each choice).
+
+    ``threads`` intra-op threads (None: ORT's default, one per core) so a lone request can use every
+    core; no spinning, because on few cores a spinning pool thread takes the core another inference
+    thread's forward needs; all graph optimisations; the memory arena on, but no per-shape memory
+    patterns, which would be planned again for every token length.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = True
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's concern
+    return options
+
+
+def graph_file(meta: dict[str, Any], *, int8: bool) -> str | None:
+    """File name of the fp32 or int8 graph that ``meta`` (config.json) records, or None."""
+    entry = meta.get(META_KEY) or {}
+    name = entry.get("int8_file" if int8 else "file")
+    return name if isinstance(name, str) else None
+
+
+class OnnxPredictor(BasePredictor):
+    """A checkpoint's exported graph in one ONNX Runtime session, shared by every inference thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        *,
+        int8: bool = False,
+        device: str = "cpu",
+        threads: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        import onnxruntime as ort
+
+        try:
+            config = ModelConfig.from_dict(meta["model_config"])
+            vocab = Vocabulary.from_dict(meta["vocabulary"]) if meta["vocabulary"] is not None else None
+            tokenize = build_tokenizer(config, vocab) if config.text_encoder != "none" else None
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        super().__init__(config, meta, version=path.name, tokenize=tokenize, max_pixels=max_pixels)
+        self.runtime = "onnx-int8" if int8 else "onnx"
+        name = graph_file(meta, int8=int8)
+        if name is None:
+            raise GraphError(f"{path}: config.json records no {'int8 ' if int8 else ''}ONNX graph")
+        gpu = device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+        self.device = torch.device("cuda" if gpu else "cpu")
+        try:
+            self.session = ort.InferenceSession(
+                str(path / name), session_options(threads), providers=providers
+            )
+        except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / NoSuchFile kinds
+            raise GraphError(f"{path / name}: not a loadable ONNX graph ({exc})") from exc
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        expected = list(meta[META_KEY]["inputs"])
+        if self._inputs != expected:
+            raise GraphError(f"{path / name}: inputs {self._inputs} do not match config.json's {expected}")
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        int8: bool = False,
+        device: str = "cpu",
+        threads: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> OnnxPredictor:
+        """Open the graph exported beside the checkpoint ``path``; raises ``GraphError`` if it has none."""
+        path = Path(path)
+        meta = read_checkpoint_meta(path)
+        return cls(path, meta, int8=int8, device=device, threads=threads, max_pixels=max_pixels)
+
+    def _feeds(
+        self,
+        images: Sequence[ImageInput],
+        texts: Sequence[str | None],
+        has_image: list[bool],
+        has_text: list[bool],
+    ) -> dict[str, np.ndarray]:
+        feeds = {"image_present": np.array(has_image), "text_present": np.array(has_text)}
+        if "pixels" in self._inputs:
+            size = self.config.image_size
+            feeds["pixels"] = (
+                self._stack_pixels(images, has_image).numpy()
+                if any(has_image)
+                else np.zeros((0, 3, size, size), dtype=np.float32)
+            )
+        if "input_ids" in self._inputs:
+            tokens = (
+                self._tokens(texts, has_text)
+                if any(has_text)
+                else {"input_ids": torch.zeros(0, 1), "attention_mask": torch.zeros(0, 1)}
+            )
+            feeds.update({k: v.to(torch.long).numpy() for k, v in tokens.items() if k in self._inputs})
+        return feeds
+
+    def _run(
+        self,
+        images: Sequence[ImageInput],
+        texts: Sequence[str | None],
+        has_image: list[bool],
+        has_text: list[bool],
+        explain: bool,
+    ) -> BatchOutput:
+        wanted = self._outputs if explain else ["probabilities"]
+        results = self.session.run(wanted, self._feeds(images, texts, has_image, has_text))
+        outputs = dict(zip(wanted, results, strict=True))
+        lists = {name: value.tolist() for name, value in outputs.items()}
+        return BatchOutput(
+            lists["probabilities"], lists.get("image_only"), lists.get("text_only"), lists.get("gate")
+        )

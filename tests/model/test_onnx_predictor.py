@@ -1,0 +1,117 @@
+"""Tests for model.onnx_predictor.OnnxPredictor: parity with the torch predictor on real encoded images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fusion_testkit.factories import make_jpeg, make_png, save_tiny_checkpoint
+from model.checkpoint import read_checkpoint_meta
+from model.export import ONNX_FILE, export_onnx
+from model.images import ImageDecodeError
+from model.onnx_predictor import GraphError, OnnxPredictor
+from model.predictor import Prediction, Predictor
+
+TOLERANCE = 1e-4
+
+
+def real_inputs(size: tuple[int, int] = (48, 40)) -> tuple[list[bytes | None], list[str | None]]:
+    """Real JPEG and PNG bytes and tweet-like texts, with one item lacking each modality."""
+    images: list[bytes | None] = [
+        make_jpeg((220, 60, 20), size),
+        make_png((20, 60, 220), size),
+        None,
+        make_jpeg((10, 200, 90), (size[1], size[0]), exif_orientation=6),
+        make_png((250, 250, 10), size, mode="RGBA"),
+    ]
+    texts: list[str | None] = [
+        "What a lovely sunny day #happy",
+        None,
+        "RT @friend: this is the worst traffic ever http://t.co/xyz",
+        "I love this so much!",
+        "terrible service, never again",
+    ]
+    return images, texts
+
+
+def assert_same_predictions(expected: list[Prediction], got: list[Prediction]) -> None:
+    """Same labels and modalities; every probability (fused, image-only, text-only, gate) within 1e-4."""
+    assert len(expected) == len(got)
+    for want, have in zip(expected, got, strict=True):
+        assert have.label == want.label
+        assert have.modalities_used == want.modalities_used
+        for field in ("probabilities", "image_only", "text_only", "gate"):
+            a, b = getattr(want, field), getattr(have, field)
+            assert (a is None) == (b is None), field
+            if a is not None:
+                assert list(a) == list(b)
+                assert max(abs(a[k] - b[k]) for k in a) <= TOLERANCE, field
+
+
+@pytest.fixture
+def exported(tiny_checkpoint: Path) -> Path:
+    export_onnx(tiny_checkpoint, quantize="int8")
+    return tiny_checkpoint
+
+
+def test_onnx_matches_torch_with_explanations_and_missing_modalities(exported: Path) -> None:
+    images, texts = real_inputs()
+    torch_preds = Predictor.from_checkpoint(exported, device="cpu").predict_batch(images, texts, explain=True)
+    onnx_preds = OnnxPredictor.from_checkpoint(exported).predict_batch(images, texts, explain=True)
+    assert_same_predictions(torch_preds, onnx_preds)
+    assert onnx_preds[1].modalities_used == ["image"] and onnx_preds[1].text_only is None
+    assert onnx_preds[2].modalities_used == ["text"] and onnx_preds[2].image_only is None
+    assert onnx_preds[0].gate is not None
+
+
+def test_a_batch_of_one_modality_only_matches_torch(exported: Path) -> None:
+    images, texts = real_inputs()
+    torch_predictor = Predictor.from_checkpoint(exported, device="cpu")
+    onnx_predictor = OnnxPredictor.from_checkpoint(exported)
+    for batch in ((images[:2], [None, None]), ([None, None], texts[2:4])):
+        assert_same_predictions(torch_predictor.predict_batch(*batch), onnx_predictor.predict_batch(*batch))
+
+
+def test_without_explain_only_probabilities_are_filled(exported: Path) -> None:
+    images, texts = real_inputs()
+    pred = OnnxPredictor.from_checkpoint(exported).predict_batch(images[:1], texts[:1])[0]
+    assert pred.image_only is None and pred.text_only is None and pred.gate is None
+    assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_int8_graph_serves_the_same_labels_set(exported: Path) -> None:
+    images, texts = real_inputs()
+    predictor = OnnxPredictor.from_checkpoint(exported, int8=True)
+    assert predictor.runtime == "onnx-int8"
+    for pred in predictor.predict_batch(images, texts):
+        assert set(pred.probabilities) == {"negative", "positive"}
+        assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bad_inputs_are_refused_as_on_torch(exported: Path) -> None:
+    predictor = OnnxPredictor.from_checkpoint(exported)
+    with pytest.raises(ImageDecodeError):
+        predictor.predict_batch([b"not an image"], ["text"])
+    with pytest.raises(ValueError, match="item 0: needs an image or a text"):
+        predictor.predict_batch([None], ["  "])
+
+
+def test_a_checkpoint_without_a_graph_is_a_graph_error(tiny_checkpoint: Path) -> None:
+    with pytest.raises(GraphError, match="records no ONNX graph"):
+        OnnxPredictor.from_checkpoint(tiny_checkpoint)
+
+
+def test_a_truncated_graph_is_a_graph_error(exported: Path) -> None:
+    graph = exported / ONNX_FILE
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    with pytest.raises(GraphError, match="not a loadable ONNX graph"):
+        OnnxPredictor.from_checkpoint(exported)
+
+
+def test_a_model_that_needs_both_inputs_says_so(tmp_path: Path) -> None:
+    path = save_tiny_checkpoint(tmp_path / "v", modality_dropout=0.0)
+    export_onnx(path)
+    assert read_checkpoint_meta(path)["onnx"]["file"] == ONNX_FILE
+    with pytest.raises(ValueError, match="needs both inputs"):
+        OnnxPredictor.from_checkpoint(path).predict_batch([None], ["text"])
