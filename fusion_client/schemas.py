@@ -83,6 +83,8 @@ class JobInfo(BaseModel):
     status: JobStatus
     dataset: str
     validation: str | float | None = None
+    test: str | None = None
+    cv: dict[str, Any] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     promote: str
     created_at: datetime

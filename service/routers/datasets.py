@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import TypeAdapter, ValidationError
 
 from service.deps import DatasetStoreDep, JobStoreDep, SettingsDep
@@ -20,7 +21,8 @@ from service.runtime.dataset_store import (
     UploadTooLarge,
     check_name,
 )
-from service.schemas.common import error_responses
+from service.schemas import examples
+from service.schemas.common import UNAUTHORIZED, ErrorDoc, error_responses, example_response
 from service.schemas.datasets import DatasetList, DatasetPublic
 from service.security import RequireKey
 
@@ -35,6 +37,23 @@ _ERRORS: dict[type[DatasetStoreError], tuple[int, str]] = {
 }
 
 _BOOL = TypeAdapter(bool)
+DatasetName = Annotated[
+    str,
+    Path(
+        description="A dataset name as listed by `GET /datasets`",
+        openapi_examples={"a dataset": {"value": "tweets"}},
+    ),
+]
+_NOT_FOUND: ErrorDoc = (404, "dataset_not_found", "no dataset named 'tweets'", "name")
+_BAD_NAME: ErrorDoc = (
+    422,
+    "invalid_dataset",
+    "invalid dataset name 'My Tweets!': use 1-64 lowercase letters, digits, '-' or '_', starting with a"
+    " letter or digit",
+    "name",
+)
+# Only FastAPI's own request validation (e.g. a missing path segment) answers 422 on the name routes.
+_PATH_ERROR: ErrorDoc = (422, "validation_error", "name: Field required", "name")
 
 _UPLOAD_BODY = {
     "required": True,
@@ -48,6 +67,7 @@ _UPLOAD_BODY = {
                         "type": "string",
                         "pattern": NAME_PATTERN,
                         "description": "name of the new dataset",
+                        "example": "tweets",
                     },
                     "file": {
                         "type": "string",
@@ -59,6 +79,7 @@ _UPLOAD_BODY = {
                     "skip_invalid": {
                         "type": "boolean",
                         "default": False,
+                        "example": False,
                         "description": "drop invalid rows (duplicates, missing images, ...) instead of"
                         " refusing the upload; the count per split is in the response",
                     },
@@ -89,7 +110,29 @@ def api_error(exc: DatasetStoreError) -> APIError:
     summary="Upload a dataset (zip)",
     dependencies=[RequireKey],
     openapi_extra={"requestBody": _UPLOAD_BODY},
-    responses=error_responses(400, 401, 409, 413, 415, 422),
+    responses={
+        201: example_response(examples.DATASET, "The new dataset's summary; `Location` names it"),
+        **error_responses(
+            (
+                400,
+                "malformed_multipart",
+                "malformed multipart body: it ends before the closing boundary",
+                None,
+            ),
+            UNAUTHORIZED,
+            (409, "dataset_exists", "a dataset named 'tweets' already exists", "name"),
+            (413, "payload_too_large", "file: upload is over the limit of 1073741824 bytes", "file"),
+            (415, "unsupported_media_type", "expected multipart/form-data, got application/zip", None),
+            (422, "missing_field", "file: a zip file is required", "file"),
+            _BAD_NAME,
+            (
+                422,
+                "invalid_dataset",
+                "zip entry '../evil.txt' leaves the archive (path traversal)",
+                "file",
+            ),
+        ),
+    },
 )
 async def upload_dataset(
     request: Request, response: Response, settings: SettingsDep, store: DatasetStoreDep
@@ -120,15 +163,19 @@ async def upload_dataset(
     return DatasetPublic.from_info(info)
 
 
-@router.get("", summary="List datasets")
+@router.get("", summary="List datasets", responses={200: example_response(examples.DATASET_LIST)})
 async def list_datasets(store: DatasetStoreDep) -> DatasetList:
     """Every dataset under the data directory, uploaded or placed there by hand."""
     infos = await asyncio.to_thread(store.list)
     return DatasetList(datasets=[DatasetPublic.from_info(info) for info in infos])
 
 
-@router.get("/{name}", summary="Describe a dataset", responses=error_responses(404, 422))
-async def get_dataset(name: str, store: DatasetStoreDep) -> DatasetPublic:
+@router.get(
+    "/{name}",
+    summary="Describe a dataset",
+    responses={200: example_response(examples.DATASET), **error_responses(_NOT_FOUND, _PATH_ERROR)},
+)
+async def get_dataset(name: DatasetName, store: DatasetStoreDep) -> DatasetPublic:
     """Sample count and label distribution of each split (manifest) of a dataset."""
     try:
         info = await asyncio.to_thread(store.info, name)
@@ -144,9 +191,22 @@ async def get_dataset(name: str, store: DatasetStoreDep) -> DatasetPublic:
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a dataset",
     dependencies=[RequireKey],
-    responses=error_responses(401, 404, 409, 422),
+    responses={
+        204: {"description": "Deleted (no body)"},
+        **error_responses(
+            UNAUTHORIZED,
+            _NOT_FOUND,
+            (
+                409,
+                "dataset_in_use",
+                "dataset 'tweets' is used by a queued or running job; cancel it first",
+                None,
+            ),
+            _PATH_ERROR,
+        ),
+    },
 )
-async def delete_dataset(name: str, store: DatasetStoreDep, jobs: JobStoreDep) -> None:
+async def delete_dataset(name: DatasetName, store: DatasetStoreDep, jobs: JobStoreDep) -> None:
     """Remove a dataset; refused (409) while a queued or running job uses it."""
     try:
         in_use = await asyncio.to_thread(jobs.datasets_in_use)

@@ -6,19 +6,30 @@ from fastapi import APIRouter
 
 from service.deps import ModelHolderDep, ModelLoaderDep
 from service.errors import APIError
-from service.schemas.common import error_responses
+from service.schemas import examples
+from service.schemas.common import error_responses, example_response
 from service.schemas.health import LiveStatus, ReadyStatus
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 
-@router.get("/live", summary="Liveness probe")
+@router.get("/live", summary="Liveness probe", responses={200: example_response(examples.LIVE)})
 async def live() -> LiveStatus:
     """Answers 200 as long as the process serves HTTP, with or without a model."""
     return LiveStatus()
 
 
-@router.get("/ready", summary="Readiness probe", responses=error_responses(503))
+@router.get(
+    "/ready",
+    summary="Readiness probe",
+    responses={
+        200: example_response(examples.READY),
+        **error_responses(
+            (503, "not_ready", "no model version is active yet", None),
+            (503, "not_ready", "loading model version 20261202-011103-524377-9ce606", None),
+        ),
+    },
+)
 async def ready(holder: ModelHolderDep, loader: ModelLoaderDep) -> ReadyStatus:
     """200 once a model is loaded and warmed up (also while a new version is swapped in);
     503 with the reason otherwise (empty store, loading, broken checkpoint)."""

@@ -16,13 +16,23 @@ from service.reports import render_job_report
 from service.runtime.dataset_store import DatasetInfo, DatasetStore, DatasetStoreError
 from service.runtime.job_record import Job, JobStatus
 from service.runtime.job_store import JobStore
-from service.schemas.common import error_responses
+from service.schemas import examples
+from service.schemas.common import UNAUTHORIZED, ErrorDoc, error_responses, example_response
 from service.schemas.jobs import JobCreate, JobList, JobPublic
 from service.security import RequireKey
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-JobId = Annotated[str, Path(description="A job id as returned by `POST /jobs`", max_length=64)]
+JobId = Annotated[
+    str,
+    Path(
+        description="A job id as returned by `POST /jobs`",
+        max_length=64,
+        openapi_examples={"a job": {"value": examples.JOB_ID}},
+    ),
+]
+_NOT_FOUND: ErrorDoc = (404, "job_not_found", f"no job with id {examples.JOB_ID!r}", "job_id")
+_BAD_ID: ErrorDoc = (422, "validation_error", "job_id: String should have at most 64 characters", "job_id")
 # How often the event stream looks at the job row, and how long it stays silent before a keep-alive.
 EVENT_POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -135,7 +145,23 @@ def _check_labels(
     status_code=202,
     summary="Queue a training job",
     dependencies=[RequireKey],
-    responses=error_responses(400, 401, 422),
+    responses={
+        202: example_response(examples.JOB_QUEUED, "The queued job; `Location` names it"),
+        **error_responses(
+            (400, "invalid_json", "body is not valid JSON: Expecting ',' delimiter", None),
+            UNAUTHORIZED,
+            (422, "unknown_dataset", "dataset: no dataset named 'tweets'", "dataset"),
+            (422, "invalid_dataset", "dataset: needs at least two labels with samples", "dataset"),
+            (422, "unknown_label", "validation: labels not in the training set: 'neutral'", "validation"),
+            (
+                422,
+                "validation_error",
+                "params.epochs: Input should be less than or equal to 500",
+                "params.epochs",
+            ),
+        ),
+    },
+    openapi_extra={"requestBody": {"content": {"application/json": {"example": examples.JOB_REQUEST}}}},
 )
 async def create_job(
     body: JobCreate, response: Response, jobs: JobStoreDep, datasets: DatasetStoreDep, settings: SettingsDep
@@ -163,7 +189,16 @@ async def create_job(
     return await asyncio.to_thread(_public, jobs, job)
 
 
-@router.get("", summary="List jobs", responses=error_responses(422))
+@router.get(
+    "",
+    summary="List jobs",
+    responses={
+        200: example_response(examples.JOB_LIST),
+        **error_responses(
+            (422, "validation_error", "limit: Input should be less than or equal to 1000", "limit")
+        ),
+    },
+)
 async def list_jobs(
     jobs: JobStoreDep,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
@@ -179,7 +214,11 @@ async def list_jobs(
     return await asyncio.to_thread(build)
 
 
-@router.get("/{job_id}", summary="Show a job", responses=error_responses(404, 422))
+@router.get(
+    "/{job_id}",
+    summary="Show a job",
+    responses={200: example_response(examples.JOB), **error_responses(_NOT_FOUND, _BAD_ID)},
+)
 async def get_job(job_id: JobId, jobs: JobStoreDep) -> JobPublic:
     """Status, progress (stage, epoch, step, loss, ETA), per-epoch history, metrics, model version, error."""
     job = await asyncio.to_thread(_get, jobs, job_id)
@@ -190,7 +229,15 @@ async def get_job(job_id: JobId, jobs: JobStoreDep) -> JobPublic:
     "/{job_id}/cancel",
     summary="Cancel a job",
     dependencies=[RequireKey],
-    responses=error_responses(401, 404, 409, 422),
+    responses={
+        200: example_response(examples.JOB_CANCELLING, "The job, `cancel_requested` (or already cancelled)"),
+        **error_responses(
+            UNAUTHORIZED,
+            _NOT_FOUND,
+            (409, "job_finished", f"job {examples.JOB_ID} already succeeded", "job_id"),
+            _BAD_ID,
+        ),
+    },
 )
 async def cancel_job(job_id: JobId, jobs: JobStoreDep) -> JobPublic:
     """A queued job is cancelled at once, a running one at its next step; its partial model is discarded
@@ -231,9 +278,9 @@ async def _events(request: Request, jobs: JobStore, job_id: str) -> AsyncIterato
         200: {
             "description": "`text/event-stream`: `progress` events carrying the job as JSON, then one `end`"
             " event with the finished job",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": examples.JOB_EVENTS}},
         },
-        **error_responses(404, 422),
+        **error_responses(_NOT_FOUND, _BAD_ID),
     },
 )
 async def job_events(job_id: JobId, request: Request, jobs: JobStoreDep) -> StreamingResponse:
@@ -251,8 +298,15 @@ async def job_events(job_id: JobId, request: Request, jobs: JobStoreDep) -> Stre
     summary="Plot a job's curves and confusion matrix",
     response_class=Response,
     responses={
-        200: {"description": "a PNG image", "content": {"image/png": {"schema": {"type": "string"}}}},
-        **error_responses(404, 409, 422),
+        200: {
+            "description": "a PNG image",
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **error_responses(
+            _NOT_FOUND,
+            (409, "no_report", f"job {examples.JOB_ID} is queued and has no finished epoch yet", None),
+            _BAD_ID,
+        ),
     },
 )
 async def job_report(job_id: JobId, jobs: JobStoreDep) -> Response:

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.deps import MetricsDep
+from service.schemas import examples
+from service.schemas.common import example_response
 
 router = APIRouter(tags=["metrics"])
 
@@ -14,7 +16,7 @@ router = APIRouter(tags=["metrics"])
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+    responses={200: example_response(examples.METRICS, "Prometheus text format", CONTENT_TYPE_LATEST)},
 )
 def metrics(metrics: MetricsDep) -> Response:
     """Request counts and latencies per route and status, batch sizes, queue depth, model version, jobs."""

@@ -9,13 +9,22 @@ from fastapi import APIRouter, Path
 from service.deps import ModelHolderDep, ModelLoaderDep, ModelStoreDep
 from service.errors import APIError
 from service.runtime.model_store import InvalidCheckpointError, ModelStore, ModelStoreError
-from service.schemas.common import error_responses
+from service.schemas import examples
+from service.schemas.common import UNAUTHORIZED, error_responses, example_response
 from service.schemas.models import ActiveModelPublic, ModelListPublic, ModelVersionPublic
 from service.security import RequireKey
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-VersionPath = Annotated[str, Path(description="A version name as listed by `GET /models`", max_length=128)]
+VersionPath = Annotated[
+    str,
+    Path(
+        description="A version name as listed by `GET /models`",
+        max_length=128,
+        openapi_examples={"a version": {"value": examples.VERSION}},
+    ),
+]
+_UNKNOWN = (404, "unknown_version", f"model version {examples.VERSION!r} is not in the store", "version")
 
 
 def _active_version(store: ModelStore) -> str | None:
@@ -29,7 +38,7 @@ def _not_found(version: str) -> APIError:
     return APIError(404, "unknown_version", f"model version {version!r} is not in the store", "version")
 
 
-@router.get("", summary="List model versions")
+@router.get("", summary="List model versions", responses={200: example_response(examples.MODEL_LIST)})
 def list_models(store: ModelStoreDep, holder: ModelHolderDep) -> ModelListPublic:
     """Every version in the store (oldest first) with its validation metrics, and which one is active."""
     active = _active_version(store)
@@ -40,7 +49,14 @@ def list_models(store: ModelStoreDep, holder: ModelHolderDep) -> ModelListPublic
     )
 
 
-@router.get("/active", summary="Show the active model version", responses=error_responses(404))
+@router.get(
+    "/active",
+    summary="Show the active model version",
+    responses={
+        200: example_response(examples.ACTIVE_MODEL),
+        **error_responses((404, "no_active_version", "no model version is active", None)),
+    },
+)
 def active_model(store: ModelStoreDep, holder: ModelHolderDep) -> ActiveModelPublic:
     """The version the store's active pointer names, and what this replica is serving right now."""
     active = _active_version(store)
@@ -59,7 +75,20 @@ def active_model(store: ModelStoreDep, holder: ModelHolderDep) -> ActiveModelPub
     "/{version}/activate",
     summary="Activate a model version (also the rollback)",
     dependencies=[RequireKey],
-    responses=error_responses(401, 404, 409, 422),
+    responses={
+        200: example_response(examples.MODEL_VERSION, "The version, now active and serving"),
+        **error_responses(
+            UNAUTHORIZED,
+            _UNKNOWN,
+            (
+                409,
+                "invalid_checkpoint",
+                "model.safetensors: tensor 'head.0.weight' has shape [2, 64], the config expects [2, 256]",
+                "version",
+            ),
+            (422, "validation_error", "version: String should have at most 128 characters", "version"),
+        ),
+    },
 )
 async def activate_model(
     version: VersionPath, store: ModelStoreDep, loader: ModelLoaderDep

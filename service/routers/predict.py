@@ -20,7 +20,15 @@ from service.runtime.batcher import (
 )
 from service.runtime.model_holder import ModelHolder
 from service.runtime.model_loader import ModelLoader
-from service.schemas.common import ErrorDetail, error_responses
+from service.schemas import examples
+from service.schemas.common import (
+    NOT_READY,
+    UNAUTHORIZED,
+    ErrorDetail,
+    ErrorDoc,
+    error_responses,
+    example_response,
+)
 from service.schemas.predict import (
     BatchItemCreate,
     BatchItemError,
@@ -44,6 +52,7 @@ _IMAGE_PART = {
 _TEXT_PART = {
     "type": "string",
     "description": "Text paired with the image (UTF-8, limited to max_text_chars)",
+    "example": "best day ever at the beach",
 }
 _PREDICT_BODY = {
     "requestBody": {
@@ -64,7 +73,7 @@ _BATCH_BODY = {
                     "type": "object",
                     "properties": {
                         "images": {"type": "array", "items": _IMAGE_PART},
-                        "texts": {"type": "array", "items": _TEXT_PART},
+                        "texts": {"type": "array", "items": _TEXT_PART, "example": ["so happy", "so sad"]},
                     },
                 }
             },
@@ -80,12 +89,51 @@ _BATCH_BODY = {
                             "items": BatchItemCreate.model_json_schema(),
                         }
                     },
-                }
+                },
+                "example": examples.BATCH_JSON_REQUEST,
             },
         },
     }
 }
-_ERRORS = error_responses(400, 401, 413, 415, 422, 503)
+_IMAGE_ERRORS: tuple[ErrorDoc, ...] = (
+    (413, "image_too_large", "image: 12582912 bytes exceeds the limit of 10485760", "image"),
+    (413, "image_too_many_pixels", "image: 9000x9000 exceeds 40000000 pixels", "image"),
+    (415, "unsupported_image_type", "image: not a JPEG/PNG/WEBP/GIF/BMP image", "image"),
+    (422, "invalid_image", "image: cannot decode the image (truncated: image header is damaged)", "image"),
+)
+_COMMON_ERRORS: tuple[ErrorDoc | int, ...] = (
+    (400, "malformed_multipart", "malformed multipart body: it ends before the closing boundary", None),
+    UNAUTHORIZED,
+    (413, "text_too_long", "text: 6000 characters exceeds the limit of 5000", "text"),
+    (415, "unsupported_media_type", "expected multipart/form-data, got text/plain", None),
+    (422, "unknown_field", "unknown form field 'caption'; expected 'image' and/or 'text'", "caption"),
+    (422, "missing_text", "text: required, model 20261202-011103-524377-9ce606 needs both inputs", "text"),
+    (422, "invalid_input", "text: no usable tokens after preprocessing", "text"),
+    (503, "overloaded", "the prediction queue is full (256 requests waiting); retry in 1 s", None),
+    NOT_READY,
+    (503, "shutting_down", "the server is shutting down", None),
+)
+_ERRORS = error_responses(
+    *_COMMON_ERRORS,
+    *_IMAGE_ERRORS,
+    (422, "missing_input", "nothing to predict: send image (image) and/or text (text)", "image"),
+    (422, "repeated_field", "image: send it once (use /predict/batch for several)", "image"),
+)
+_BATCH_ERRORS = error_responses(
+    *_COMMON_ERRORS,
+    (400, "invalid_json", "the body is not valid JSON: Expecting value", None),
+    (413, "too_many_items", "65 items exceeds the limit of 64 per batch", "images"),
+    (413, "request_too_large", "request body too large: at most 64 image(s) of 10485760 bytes each", None),
+    (
+        422,
+        "unpaired_items",
+        "got 2 images and 1 texts; they pair by order, so send as many of each (an empty"
+        " part for a missing one)",
+        None,
+    ),
+    (422, "no_items", "the batch is empty: send at least one image or text", "items"),
+    (422, "invalid_base64", "items[0].image_base64: not valid base64", "items[0].image_base64"),
+)
 
 
 def _check_modalities(holder: ModelHolder, loader: ModelLoader, item: PredictInput) -> PredictInput:
@@ -147,7 +195,15 @@ async def _predict_one(batcher: MicroBatcher, item: PredictInput, explain: bool)
         raise APIError(422, "invalid_input", str(exc)) from exc
 
 
-@router.post("", summary="Classify one image + text pair", responses=_ERRORS, openapi_extra=_PREDICT_BODY)
+@router.post(
+    "",
+    summary="Classify one image + text pair",
+    responses={
+        200: example_response(examples.PREDICTION_EXPLAINED, "The prediction (explain=true)"),
+        **_ERRORS,
+    },
+    openapi_extra=_PREDICT_BODY,
+)
 async def predict(
     request: Request,
     settings: SettingsDep,
@@ -174,7 +230,13 @@ def _item_error(exc: APIError) -> BatchItemError:
 
 
 @router.post(
-    "/batch", summary="Classify several image + text pairs", responses=_ERRORS, openapi_extra=_BATCH_BODY
+    "/batch",
+    summary="Classify several image + text pairs",
+    responses={
+        200: example_response(examples.BATCH_PREDICTION, "One entry per item, in order"),
+        **_BATCH_ERRORS,
+    },
+    openapi_extra=_BATCH_BODY,
 )
 async def predict_batch(
     request: Request,

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+ErrorDoc = tuple[int, str, str, str | None]
+"""One documented error answer: status, code, an example message and the field it names (or None)."""
+
+UNAUTHORIZED: ErrorDoc = (
+    401,
+    "unauthorized",
+    "missing or invalid API key; send 'Authorization: Bearer <key>'",
+    "Authorization",
+)
+NOT_READY: ErrorDoc = (503, "not_ready", "no model version is active yet", None)
+# The catch-all for a field FastAPI itself rejects (a path or query parameter out of range, ...).
+_GENERIC: dict[int, ErrorDoc] = {
+    401: UNAUTHORIZED,
+    422: (422, "validation_error", "limit: Input should be less than or equal to 1000", "limit"),
+    503: NOT_READY,
+}
 
 
 class ErrorDetail(BaseModel):
@@ -21,9 +39,36 @@ class ErrorDetail(BaseModel):
 class ErrorBody(BaseModel):
     """The body of every non-2xx response."""
 
-    error: ErrorDetail
+    error: ErrorDetail = Field(description="The error: code, message and field")
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` entries documenting that these statuses return an :class:`ErrorBody`."""
-    return {status: {"model": ErrorBody, "description": HTTPStatus(status).phrase} for status in statuses}
+def error_responses(*errors: int | ErrorDoc) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries documenting that these errors return an :class:`ErrorBody`, one example each.
+
+    A bare status stands for its generic error (401 unauthorized, 422 validation_error, 503 not_ready).
+    """
+    by_status: dict[int, list[ErrorDoc]] = defaultdict(list)
+    for error in errors:
+        doc = _GENERIC.get(error) if isinstance(error, int) else error
+        if doc is None:
+            raise ValueError(f"status {error}: document it with (status, code, message, field)")
+        by_status[doc[0]].append(doc)
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": HTTPStatus(status).phrase + ": " + ", ".join(f"`{doc[1]}`" for doc in docs),
+            "content": {"application/json": {"examples": {doc[1]: _example(*doc) for doc in docs}}},
+        }
+        for status, docs in sorted(by_status.items())
+    }
+
+
+def _example(status: int, code: str, message: str, field: str | None) -> dict[str, Any]:
+    return {"summary": message, "value": {"error": {"code": code, "message": message, "field": field}}}
+
+
+def example_response(
+    example: Any, description: str = "Success", media_type: str = "application/json"
+) -> dict[str, Any]:
+    """A ``responses=`` entry for a success answer, with `example` as its body."""
+    return {"description": description, "content": {media_type: {"example": example}}}

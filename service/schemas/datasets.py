@@ -26,14 +26,14 @@ class DatasetSplit(BaseModel):
 class DatasetPublic(BaseModel):
     """A dataset in the data directory: what it holds and how big it is."""
 
-    name: str
+    name: str = Field(description="The dataset name (its folder under the data directory)")
     format: str = Field(description="jsonl, csv, image_folder or mixed")
     default_split: str | None = Field(description="the split a bare `name` refers to")
     samples: int = Field(description="samples of the default split")
     label_counts: dict[str, int] = Field(description="label distribution of the default split")
-    splits: list[DatasetSplit]
+    splits: list[DatasetSplit] = Field(description="Every manifest of the dataset")
     size_bytes: int = Field(description="bytes on disk")
-    created_at: datetime
+    created_at: datetime = Field(description="When the dataset was uploaded or placed (UTC)")
     error: str | None = Field(None, description="why some split (or a bare reference) does not load")
 
     @classmethod
@@ -65,4 +65,4 @@ class DatasetPublic(BaseModel):
 class DatasetList(BaseModel):
     """Every dataset in the data directory, by name."""
 
-    datasets: list[DatasetPublic]
+    datasets: list[DatasetPublic] = Field(description="Every dataset, by name")

@@ -56,33 +56,52 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image_encoder: ImageEncoderName = _M.image_encoder
-    text_encoder: TextEncoderName = _M.text_encoder
-    fusion: FusionName = _M.fusion
+    image_encoder: ImageEncoderName = Field(
+        default=_M.image_encoder, description="image encoder; none trains a text-only model"
+    )
+    text_encoder: TextEncoderName = Field(
+        default=_M.text_encoder, description="text encoder; none trains an image-only model"
+    )
+    fusion: FusionName = Field(
+        default=_M.fusion,
+        description="how the two embeddings are combined (gated learns a weight per modality)",
+    )
     pretrained: bool = Field(default=_M.pretrained, description="start from the packaged pretrained weights")
-    hidden_dim: int = Field(default=_M.hidden_dim, ge=1, le=4096)
-    dropout: float = Field(default=_M.dropout, ge=0.0, le=0.9)
+    hidden_dim: int = Field(default=_M.hidden_dim, ge=1, le=4096, description="width of the fusion head")
+    dropout: float = Field(default=_M.dropout, ge=0.0, le=0.9, description="dropout in the fusion head")
     modality_dropout: float = Field(
         default=_M.modality_dropout, ge=0.0, le=0.5, description="chance of hiding a modality in training"
     )
-    image_size: int = Field(default=_M.image_size, ge=16, le=1024)
-    max_text_tokens: int = Field(default=_M.max_text_tokens, ge=1, le=512)
+    image_size: int = Field(default=_M.image_size, ge=16, le=1024, description="square input size, pixels")
+    max_text_tokens: int = Field(
+        default=_M.max_text_tokens, ge=1, le=512, description="longer texts are truncated"
+    )
     vocab_size: int = Field(default=_M.vocab_size, ge=2, le=1_000_000, description="bow/lstm vocabulary")
     embed_dim: int = Field(default=_M.embed_dim, ge=1, le=4096, description="bow / lstm embedding width")
-    epochs: int = Field(default=_T.epochs, ge=1, le=500)
+    epochs: int = Field(
+        default=_T.epochs, ge=1, le=500, description="most epochs (early stopping may end sooner)"
+    )
     batch_size: int = Field(
         default=_T.batch_size, ge=1, le=4096, description="the global batch: at least 2 x nproc rows"
     )
-    lr: float = Field(default=_T.lr, gt=0.0, le=1.0)
+    lr: float = Field(default=_T.lr, gt=0.0, le=1.0, description="peak learning rate of the head")
     encoder_lr: float = Field(default=_T.encoder_lr, ge=0.0, le=1.0, description="for fine-tuned encoders")
-    weight_decay: float = Field(default=_T.weight_decay, ge=0.0, le=10.0)
-    warmup_ratio: float = Field(default=_T.warmup_ratio, ge=0.0, le=0.5)
-    schedule: ScheduleName = _T.schedule
+    weight_decay: float = Field(default=_T.weight_decay, ge=0.0, le=10.0, description="AdamW weight decay")
+    warmup_ratio: float = Field(
+        default=_T.warmup_ratio, ge=0.0, le=0.5, description="share of the steps spent warming up"
+    )
+    schedule: ScheduleName = Field(
+        default=_T.schedule, description="learning-rate schedule after the warm-up"
+    )
     grad_clip: float = Field(default=_T.grad_clip, ge=0.0, le=1000.0, description="0 disables clipping")
     patience: int = Field(default=_T.patience, ge=0, le=500, description="early stopping; 0 disables")
-    class_weighted: bool = _T.class_weighted
-    augment: bool = _T.augment
-    seed: int = Field(default=_T.seed, ge=0, le=2**31 - 1)
+    class_weighted: bool = Field(
+        default=_T.class_weighted, description="weight the loss by inverse label frequency (imbalanced data)"
+    )
+    augment: bool = Field(default=_T.augment, description="random crops and flips of the training images")
+    seed: int = Field(
+        default=_T.seed, ge=0, le=2**31 - 1, description="seed of the split, shuffling and init"
+    )
     finetune: FinetuneMode = Field(
         default=_T.finetune,
         description="freeze the pretrained encoders (none) or fine-tune their last block or all of them",
@@ -155,7 +174,9 @@ class JobCreate(BaseModel):
         " fraction (each fold's early-stopping slice)",
         examples=[{"folds": 5}],
     )
-    params: TrainParams = Field(default_factory=TrainParams)
+    params: TrainParams = Field(
+        default_factory=TrainParams, description="the recipe; fields left out keep their defaults"
+    )
     promote: Literal["never", "always", "if_better"] = Field(
         "if_better",
         description="if_better: only when the validation metric (with cv: its mean over the held-out folds)"
@@ -182,11 +203,11 @@ class JobProgress(BaseModel):
     """Where a running job is: stage, epoch and step, latest loss, estimated time left."""
 
     stage: str = Field(description="encoding, training, evaluating, or done once the job succeeded")
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    loss: float | None = None
+    epoch: int = Field(description="current epoch, from 1")
+    epochs: int = Field(description="most epochs of the run")
+    step: int = Field(description="steps (or items while encoding) done in this stage")
+    steps: int = Field(description="steps (or items) of this stage")
+    loss: float | None = Field(None, description="latest training loss")
     eta_s: float | None = Field(None, description="estimated seconds left")
     fraction: float = Field(description="progress of the current stage, 0 to 1")
     fold: int = Field(0, description="cross-validation fold being trained, 1 to folds; 0 otherwise")
@@ -200,30 +221,30 @@ def _time(value: float | None) -> datetime | None:
 class JobPublic(BaseModel):
     """A job with its status, progress, per-epoch history, final metrics and resulting model version."""
 
-    id: str
-    status: JobStatus
-    dataset: str
-    validation: str | float | None
+    id: str = Field(description="the job id")
+    status: JobStatus = Field(description="queued, running, succeeded, failed or cancelled")
+    dataset: str = Field(description="the training dataset reference")
+    validation: str | float | None = Field(description="validation dataset reference or held-out fraction")
     test: str | None = Field(description="the test split, measured on the final model only")
     cv: dict[str, Any] | None = Field(description='cross-validation settings, e.g. {"folds": 5}')
     params: dict[str, Any] = Field(description="the full training recipe, defaults filled in")
-    promote: str
+    promote: str = Field(description="never, always or if_better")
     skip_invalid: bool = Field(description="invalid dataset rows are dropped instead of failing the job")
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: datetime = Field(description="when the job was queued (UTC)")
+    started_at: datetime | None = Field(description="when a worker started it")
+    finished_at: datetime | None = Field(description="when it succeeded, failed or was cancelled")
     queue_position: int | None = Field(None, description="1 = next to run; null unless queued")
-    cancel_requested: bool
-    progress: JobProgress | None
+    cancel_requested: bool = Field(description="a cancel was asked for; a running job stops at its next step")
+    progress: JobProgress | None = Field(description="null until the worker reports")
     history: list[dict[str, Any]] = Field(description="per finished epoch: loss, validation metrics")
     metrics: dict[str, Any] | None = Field(
         description="validation reports (fusion, image_only, text_only; with cv their means over the"
         " held-out folds), best epoch, promotion decision, invalid rows skipped (`skipped_rows`), the"
         " test split's reports (`test`) and the cross-validation folds with mean and std (`cv`)"
     )
-    model_version: str | None
-    promoted: bool
-    error: str | None
+    model_version: str | None = Field(description="the version the job saved, once it succeeded")
+    promoted: bool = Field(description="whether that version was made active")
+    error: str | None = Field(description="why the job failed")
 
     @classmethod
     def from_job(cls, job: Job, *, queue_position: int | None = None) -> JobPublic:
@@ -255,5 +276,5 @@ class JobPublic(BaseModel):
 class JobList(BaseModel):
     """Jobs newest first, with the number of jobs in each status."""
 
-    jobs: list[JobPublic]
+    jobs: list[JobPublic] = Field(description="the page of jobs, newest first")
     counts: dict[str, int] = Field(description="jobs per status over the whole store")

@@ -24,11 +24,11 @@ class ModelVersionPublic(BaseModel):
 
     version: str = Field(description="Version name (sorts by creation time)")
     active: bool = Field(description="Whether the store's active pointer names this version")
-    created_at: datetime
-    labels: list[str] = Field(default_factory=list)
-    image_encoder: str | None = None
-    text_encoder: str | None = None
-    fusion: str | None = None
+    created_at: datetime = Field(description="When the version was saved (UTC)")
+    labels: list[str] = Field(default_factory=list, description="The labels it predicts, in output order")
+    image_encoder: str | None = Field(None, description="Image encoder, e.g. `efficientnet_lite0`")
+    text_encoder: str | None = Field(None, description="Text encoder, e.g. `minilm`")
+    fusion: str | None = Field(None, description="Fusion head: `concat`, `sum` or `gated`")
     modalities: list[str] = Field(default_factory=list, description="Inputs the model has an encoder for")
     supports_missing_modality: bool = Field(
         False, description="Whether either input may be left out of a prediction"
@@ -36,8 +36,8 @@ class ModelVersionPublic(BaseModel):
     metrics: dict[str, Any] = Field(
         default_factory=dict, description="Validation metrics saved with the checkpoint"
     )
-    dataset_fingerprint: str | None = None
-    train_config: dict[str, Any] | None = None
+    dataset_fingerprint: str | None = Field(None, description="Content hash of the training data")
+    train_config: dict[str, Any] | None = Field(None, description="The training hyper-parameters used")
     error: str | None = Field(
         None, description="Why the checkpoint's metadata could not be read, if it cannot"
     )
@@ -70,7 +70,7 @@ class ModelListPublic(BaseModel):
 
     active: str | None = Field(description="The active version, or null when none is")
     serving: str | None = Field(description="The version this replica is serving right now")
-    versions: list[ModelVersionPublic]
+    versions: list[ModelVersionPublic] = Field(description="Every version, oldest first")
 
 
 class ActiveModelPublic(ModelVersionPublic):

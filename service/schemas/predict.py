@@ -15,8 +15,8 @@ Modality = Literal["image", "text"]
 class ModalityPrediction(BaseModel):
     """What the model predicts from one modality alone (the other marked missing as in training)."""
 
-    label: str
-    probabilities: dict[str, float]
+    label: str = Field(description="The most probable label from this modality alone")
+    probabilities: dict[str, float] = Field(description="Probability of every label from this modality alone")
 
 
 class PredictionPublic(BaseModel):
@@ -63,13 +63,15 @@ class PredictionPublic(BaseModel):
 class BatchItemError(BaseModel):
     """A batch item that could not be predicted; the other items are unaffected."""
 
-    error: ErrorDetail
+    error: ErrorDetail = Field(description="Why this item could not be predicted")
 
 
 class BatchPredictionPublic(BaseModel):
     """Predictions in the order of the request's items."""
 
-    predictions: list[PredictionPublic | BatchItemError]
+    predictions: list[PredictionPublic | BatchItemError] = Field(
+        description="A prediction or an error for each item, in request order"
+    )
 
 
 class BatchItemCreate(BaseModel):
