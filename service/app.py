@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 
 from model.device import configure_cpu_threads, resolve_device
 from service import __version__
+from service.docs_pages import DocsPolicyMiddleware
 from service.errors import install_error_handlers
 from service.logging_setup import configure_logging
 from service.metrics import ServiceMetrics
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = ServiceMetrics(app.state)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(DocsPolicyMiddleware)
     for router in ROUTERS:
         app.include_router(router)
     mount_console(app)
