@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field
 class LiveStatus(BaseModel):
     """The process is up and answering."""
 
-    status: Literal["live"] = Field("live", description="Always `live`")
+    status: Literal["live"] = Field(default="live", description="Always `live`")
 
 
 class ReadyStatus(BaseModel):
     """A model is loaded, warmed up and serving."""
 
-    status: Literal["ready"] = Field("ready", description="Always `ready`")
+    status: Literal["ready"] = Field(default="ready", description="Always `ready`")
     model_version: str = Field(description="The version answering predictions")
     device: str = Field(description="Where the model runs, e.g. `cpu` or `cuda:0`")

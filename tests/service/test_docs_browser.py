@@ -31,7 +31,9 @@ SCREENSHOT_DIR = os.environ.get("FUSION_SCREENSHOT_DIR")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
 ]
 
 
@@ -67,7 +69,9 @@ def page(server_url: str) -> Iterator[Any]:
     assert not foreign, f"the docs page asked for other hosts: {foreign}"
 
 
-def test_try_out_predict_on_the_docs_page_with_a_real_jpeg(page: Any, server_url: str, tmp_path: Path) -> None:
+def test_try_out_predict_on_the_docs_page_with_a_real_jpeg(
+    page: Any, server_url: str, tmp_path: Path
+) -> None:
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(make_jpeg((240, 180, 40), (96, 96)))
     page.goto(f"{server_url}/docs")
