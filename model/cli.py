@@ -93,7 +93,9 @@ def _build_parser() -> _Parser:
     parser = _Parser(prog="python -m model", description="Train and use image+text fusion classifiers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = commands.add_parser("demo-data", help="write the synthetic XOR demo dataset")
+    demo = commands.add_parser(
+        "demo-data", help="write the synthetic sentiment demo dataset (negative / positive)"
+    )
     demo.add_argument("out", type=Path, help="folder to write train.jsonl, dev.jsonl and images/ into")
     demo.add_argument("--n-per-class", type=int, default=300)
     demo.add_argument("--seed", type=int, default=0)

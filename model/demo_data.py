@@ -1,9 +1,15 @@
-"""A synthetic image+text dataset that only a fusion model can solve (an XOR of colour and caption).
+"""A synthetic sentiment dataset (`negative` / `positive`) where the picture and the caption each tell part.
 
-Each image is dominated by a warm (red/orange) or a cool (blue/cyan) colour, and each caption names
-something warm ("embers") or cool ("a glacier") among filler words. The label says whether the caption
-`match`es the picture or is a `mismatch`. Each label has as many warm as cool images and as many warm as
-cool captions, so either modality alone carries no information about the label.
+Every sample carries its label in the picture, in the caption, or in both, in equal thirds:
+
+- a `positive` picture is bright and warm (sunny yellow / orange), a `negative` one dark and cool (night blue
+  / violet), a neutral one grey; each has a few grey shapes on it (noise);
+- a `positive` caption has a happy phrase ("best day ever"), a `negative` one a sad phrase ("worst day
+  ever"), a neutral one only says where or when ("at the station").
+
+A neutral picture never goes with a neutral caption and the two never disagree, so a model that reads
+both can be right every time, while one that sees a single modality has to guess on the third of the
+samples where that modality is neutral (about 0.83 accuracy at best).
 """
 
 from __future__ import annotations
@@ -16,26 +22,31 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-LABELS = ("match", "mismatch")
+LABELS = ("negative", "positive")
 IMAGE_SIZE = 64
-_WARM_HUES = ((0.0, 0.1), (0.96, 1.0))  # red, orange, crimson
-_COOL_HUES = ((0.5, 0.66),)  # cyan, azure, blue
-# Single words, few of them: a bag-of-words encoder trained from scratch must learn each word's group.
-_WORDS = {
-    "warm": ("fire", "sunset", "lava", "embers", "flames", "strawberries"),
-    "cool": ("ocean", "glacier", "sky", "ice", "snow", "blueberries"),
+# Which modality carries the label: cycled through, so each is a third of every label's samples.
+CLUES = ("both", "image", "text")
+# (hue range, saturation range, value range) of the background, per picture mood.
+_PICTURES = {
+    "positive": ((0.08, 0.17), (0.65, 1.0), (0.85, 1.0)),  # sunny yellow / orange, bright
+    "negative": ((0.6, 0.78), (0.5, 0.9), (0.2, 0.4)),  # night blue / violet, dark
+    "neutral": ((0.0, 1.0), (0.0, 0.06), (0.45, 0.7)),  # grey
 }
-_TEMPLATES = (
-    "{w}",
-    "{w} {d}",
-    "{d} {w}",
-    "so much {w}",
-    "{w} again",
-    "look, {w}",
-    "{w} today {d}",
-    "thinking of {w}",
+_PHRASES = {
+    "positive": ("best day ever", "love it", "so happy", "what a wonderful time", "amazing", "great news"),
+    "negative": ("worst day ever", "hate it", "so sad", "what an awful time", "terrible", "bad news"),
+}
+_TOPICS = (
+    "at the station",
+    "new photo",
+    "tuesday morning",
+    "just got here",
+    "with my sister",
+    "view from the window",
+    "on the way home",
+    "the office",
 )
-_FILLERS = ("lol", "wow", "#weekend", "with friends", "no filter", "love it", "so good", "omg")
+_TEMPLATES = ("{p}", "{p}, {t}", "{t}: {p}", "{p} {t}")
 
 
 def write_demo_dataset(root: Path | str, n_per_class: int = 300, seed: int = 0) -> Path:
@@ -49,32 +60,30 @@ def write_demo_dataset(root: Path | str, n_per_class: int = 300, seed: int = 0) 
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     for split, per_class in (("train", n_per_class), ("dev", max(4, n_per_class // 4))):
-        specs = [(label, i % 2 == 0) for label in LABELS for i in range(per_class)]
+        specs = [(label, CLUES[i % len(CLUES)]) for label in LABELS for i in range(per_class)]
         rng.shuffle(specs)  # before naming files, so that names say nothing about labels
         rows = [
-            _write_sample(root, f"{split}_{n:05d}", label, warm_image=warm, rng=rng)
-            for n, (label, warm) in enumerate(specs)
+            _write_sample(root, f"{split}_{n:05d}", label, clue, rng) for n, (label, clue) in enumerate(specs)
         ]
         with (root / f"{split}.jsonl").open("w", encoding="utf-8") as manifest:
             manifest.writelines(json.dumps(row) + "\n" for row in rows)
     return root
 
 
-def _write_sample(
-    root: Path, name: str, label: str, *, warm_image: bool, rng: random.Random
-) -> dict[str, str]:
+def _write_sample(root: Path, name: str, label: str, clue: str, rng: random.Random) -> dict[str, str]:
     """Draw one image, write it as JPEG and return its manifest row."""
-    warm_text = warm_image == (label == "match")
     image_name = f"images/{name}.jpg"
-    _draw_image(warm_image, rng).save(root / image_name, format="JPEG", quality=90)
-    return {"image": image_name, "text": _caption(warm_text, rng), "label": label}
+    mood = label if clue in ("both", "image") else "neutral"
+    draw_picture(mood, rng).save(root / image_name, format="JPEG", quality=90)
+    text = caption(label if clue in ("both", "text") else "neutral", rng)
+    return {"image": image_name, "text": text, "label": label}
 
 
-def _draw_image(warm: bool, rng: random.Random) -> Image.Image:
-    """A noisy background in a warm or cool colour with a few grey shapes on it (shape and tone are noise)."""
-    low, high = rng.choice(_WARM_HUES if warm else _COOL_HUES)
+def draw_picture(mood: str, rng: random.Random) -> Image.Image:
+    """A noisy background in the colours of `mood` (a label or "neutral") with a few grey shapes on it."""
+    hues, saturations, values = _PICTURES[mood]
     red, green, blue = colorsys.hsv_to_rgb(
-        rng.uniform(low, high), rng.uniform(0.6, 1.0), rng.uniform(0.55, 1.0)
+        rng.uniform(*hues), rng.uniform(*saturations), rng.uniform(*values)
     )
     background = Image.new(
         "RGB", (IMAGE_SIZE, IMAGE_SIZE), (int(red * 255), int(green * 255), int(blue * 255))
@@ -86,9 +95,9 @@ def _draw_image(warm: bool, rng: random.Random) -> Image.Image:
     image = Image.blend(background, noise, 0.15)
     draw = ImageDraw.Draw(image)
     for _ in range(rng.randint(1, 3)):
-        size = rng.randint(IMAGE_SIZE // 5, IMAGE_SIZE // 2)
+        size = rng.randint(IMAGE_SIZE // 5, IMAGE_SIZE // 3)
         x0, y0 = rng.randint(0, IMAGE_SIZE - size), rng.randint(0, IMAGE_SIZE - size)
-        tone = rng.randint(0, 255)
+        tone = rng.randint(60, 200)
         fill = (tone, tone, tone)
         shape = rng.choice(("ellipse", "rectangle", "triangle"))
         if shape == "ellipse":
@@ -100,7 +109,9 @@ def _draw_image(warm: bool, rng: random.Random) -> Image.Image:
     return image
 
 
-def _caption(warm: bool, rng: random.Random) -> str:
-    """A caption naming one warm or cool thing among filler words."""
-    word = rng.choice(_WORDS["warm" if warm else "cool"])
-    return rng.choice(_TEMPLATES).format(w=word, d=rng.choice(_FILLERS))
+def caption(mood: str, rng: random.Random) -> str:
+    """A caption for `mood` (a label or "neutral"): a happy or sad phrase with a topic, or the topic alone."""
+    topic = rng.choice(_TOPICS)
+    if mood == "neutral":
+        return topic
+    return rng.choice(_TEMPLATES).format(p=rng.choice(_PHRASES[mood]), t=topic)

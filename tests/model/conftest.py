@@ -16,7 +16,7 @@ from model.training import TrainResult, train
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo (XOR) dataset with 100 training samples per label."""
+    """The demo (sentiment) dataset with 100 training samples per label."""
     return write_demo_dataset(tmp_path_factory.mktemp("demo"), n_per_class=100, seed=0)
 
 

@@ -84,10 +84,10 @@ def test_evaluate_prints_json_reports(
 
 def test_predict_prints_json(small_demo: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = next((small_demo / "images").iterdir())
-    code, out, _ = run(["predict", str(checkpoint), "--image", str(image), "--text", "lava lol"], capsys)
+    code, out, _ = run(["predict", str(checkpoint), "--image", str(image), "--text", "so happy lol"], capsys)
     assert code == 0
     prediction = json.loads(out)
-    assert prediction["label"] in ("match", "mismatch")
+    assert prediction["label"] in ("negative", "positive")
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
     assert prediction["modalities_used"] == ["image", "text"]
 
@@ -252,7 +252,7 @@ def test_bad_recipe_error_names_the_field(
 def test_invalid_dataset_error_names_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_demo_dataset(tmp_path, n_per_class=2)
     with (tmp_path / "train.jsonl").open("a") as manifest:
-        manifest.write('{"image": "images/none.jpg", "text": "t", "label": "match"}\n')
+        manifest.write('{"image": "images/none.jpg", "text": "t", "label": "negative"}\n')
     code, _, err = run(["train", str(tmp_path), *TINY], capsys)
     assert code != 0
     assert "train.jsonl:5: images/none.jpg not found" in err

@@ -26,7 +26,7 @@ def test_folds_are_stratified_disjoint_and_cover_the_data(demo_train: Dataset) -
         assert images.isdisjoint(s.image for s in train.samples)
         assert len(train) + len(val) == len(demo_train)
         # 100 per label over 5 folds: 20 of each label in every held-out fold.
-        assert val.label_counts() == {"match": 20, "mismatch": 20}
+        assert val.label_counts() == {"negative": 20, "positive": 20}
 
 
 def test_early_stopping_uses_a_slice_of_the_fold_and_never_the_heldout_fold(
@@ -75,8 +75,8 @@ def test_summary_has_every_fold_with_mean_std_and_per_class(
     accuracies = [fold["fusion"]["accuracy"] for fold in summary["folds"]]
     assert summary["mean"]["fusion"]["accuracy"] == pytest.approx(statistics.fmean(accuracies))
     assert summary["std"]["fusion"]["accuracy"] == pytest.approx(statistics.pstdev(accuracies))
-    recalls = [fold["image_only"]["per_class"]["match"]["recall"] for fold in summary["folds"]]
-    assert summary["mean"]["image_only"]["per_class"]["match"]["recall"] == pytest.approx(
+    recalls = [fold["image_only"]["per_class"]["negative"]["recall"] for fold in summary["folds"]]
+    assert summary["mean"]["image_only"]["per_class"]["negative"]["recall"] == pytest.approx(
         statistics.fmean(recalls)
     )
     assert summary["best_epochs"] == [fold["best_epoch"] for fold in summary["folds"]]

@@ -139,7 +139,7 @@ def test_two_processes_with_batch_norm_match_one_within_tolerance(fusion: Runs) 
     accuracy_one = fusion.one.metrics["fusion"]["accuracy"]
     accuracy_two = fusion.two.meta["metrics"]["fusion"]["accuracy"]
 
-    assert accuracy_two >= 0.9  # learned the XOR task, which neither modality alone can
+    assert accuracy_two >= 0.9  # learned the demo task, which neither modality alone fully can
     assert abs(accuracy_two - accuracy_one) <= ACCURACY_TOLERANCE
 
 

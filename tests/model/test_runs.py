@@ -106,10 +106,10 @@ def test_the_test_split_changes_nothing_that_is_decided(
     state = second.model.state_dict()
     assert all(torch.equal(value, state[key]) for key, value in first.model.state_dict().items())
     assert first.test_metrics is not None and second.test_metrics is not None
-    assert first.test_metrics["fusion"]["per_class"]["match"]["support"] == 25
+    assert first.test_metrics["fusion"]["per_class"]["negative"]["support"] == 25
     assert (
-        second.test_metrics["fusion"]["per_class"]["match"]["support"]
-        + second.test_metrics["fusion"]["per_class"]["mismatch"]["support"]
+        second.test_metrics["fusion"]["per_class"]["negative"]["support"]
+        + second.test_metrics["fusion"]["per_class"]["positive"]["support"]
         == 10
     )
     loaded, meta = load_run(tmp_path / "a")
@@ -123,7 +123,7 @@ def test_without_a_validation_set_a_stratified_slice_selects_the_epoch(
     result, path = train_and_save(tmp_path / "run", xor_model_config, config, demo_train.subset(range(80)))
     assert result.metrics_split == "val" and "val" in result.history[0]
     per_class = result.metrics["fusion"]["per_class"]
-    assert {label: c["support"] for label, c in per_class.items()} == {"match": 10, "mismatch": 10}
+    assert {label: c["support"] for label, c in per_class.items()} == {"negative": 10, "positive": 10}
     assert path is not None and load_run(path)[1]["extra"]["val_samples"] == 20
 
 

@@ -1,4 +1,4 @@
-"""Tests for model.training on the demo (XOR) data with tiny encoders."""
+"""Tests for model.training on the demo (sentiment) data with tiny encoders."""
 
 from __future__ import annotations
 
@@ -21,18 +21,18 @@ def test_loss_falls(xor_result: TrainResult) -> None:
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_fusion_learns_what_neither_modality_can(xor_result: TrainResult) -> None:
+def test_fusion_beats_each_modality_alone(xor_result: TrainResult) -> None:
     metrics = xor_result.metrics
     assert metrics["fusion"]["accuracy"] >= 0.9
-    # 50 dev samples: chance is 0.5 give or take sampling noise.
-    assert 0.3 <= metrics["image_only"]["accuracy"] <= 0.7
-    assert 0.3 <= metrics["text_only"]["accuracy"] <= 0.7
+    # A third of the samples is neutral in each modality: alone it can be right on about 0.83 of them.
+    single = max(metrics["image_only"]["accuracy"], metrics["text_only"]["accuracy"])
+    assert single <= 0.92 and metrics["fusion"]["accuracy"] >= single + 0.05
 
 
 def test_result_carries_labels_and_training_vocabulary(xor_result: TrainResult, demo_train: Dataset) -> None:
     assert xor_result.model.labels == demo_train.labels
     assert xor_result.model.vocab is not None
-    assert {"lava", "glacier"} <= set(xor_result.model.vocab.tokens)
+    assert {"happy", "sad"} <= set(xor_result.model.vocab.tokens)
 
 
 def test_progress_reports_each_step_and_epoch(xor_result: TrainResult, progress_log: list[Progress]) -> None:

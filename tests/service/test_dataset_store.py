@@ -51,7 +51,7 @@ def test_manifest_zip_becomes_a_dataset_with_its_splits(store: DatasetStore, tmp
     assert info.format == "jsonl"
     assert info.default_split == "train"
     assert info.samples == 8
-    assert info.label_counts == {"match": 4, "mismatch": 4}
+    assert info.label_counts == {"negative": 4, "positive": 4}
     assert sorted(s.name for s in info.splits if s.name) == ["dev", "train"]
     assert info.size_bytes > 0
     assert store.names() == ["demo"]

@@ -52,7 +52,11 @@ def test_upload_creates_a_dataset_that_is_listed_and_described(client: TestClien
     assert response.status_code == 201, response.text
     assert response.headers["location"] == "/datasets/demo"
     body = response.json()
-    assert (body["name"], body["samples"], body["label_counts"]) == ("demo", 8, {"match": 4, "mismatch": 4})
+    assert (body["name"], body["samples"], body["label_counts"]) == (
+        "demo",
+        8,
+        {"negative": 4, "positive": 4},
+    )
     assert {split["name"] for split in body["splits"]} == {"train", "dev"}
     assert [d["name"] for d in client.get("/datasets").json()["datasets"]] == ["demo"]
     assert client.get("/datasets/demo").json()["samples"] == 8

@@ -108,7 +108,7 @@ def test_job_lifecycle_ends_with_a_promoted_version_served_without_restart(
     assert [entry["epoch"] for entry in done["history"]] == [1, 2, 3]
     assert done["progress"]["fraction"] == 1.0 and done["finished_at"] >= done["started_at"]
     _wait_for(lambda: _serving(client) == done["model_version"])
-    assert set(_predict(client).json()["probabilities"]) == {"match", "mismatch"}
+    assert set(_predict(client).json()["probabilities"]) == {"negative", "positive"}
     assert client.get("/models/active").json()["version"] == done["model_version"]
 
 
@@ -117,7 +117,7 @@ def test_if_better_refuses_a_worse_model(
 ) -> None:
     perfect = save_checkpoint(
         store.new_version_path(),
-        build_tiny_model(labels=("match", "mismatch")),
+        build_tiny_model(labels=("negative", "positive")),
         metrics={"fusion": {"accuracy": 1.0, "macro_f1": 1.0}},
         dataset_fingerprint="perfect",
     ).name
@@ -264,7 +264,7 @@ def test_a_cv_job_reports_every_fold_and_plots_them(
     assert len(cv["folds"]) == 3 and cv["k"] == 3
     for summary in (cv["mean"]["fusion"], cv["std"]["fusion"]):
         assert set(summary) == {"accuracy", "macro_f1", "weighted_f1", "per_class"}
-        assert set(summary["per_class"]["match"]) == {"precision", "recall", "f1"}
+        assert set(summary["per_class"]["negative"]) == {"precision", "recall", "f1"}
     assert job["metrics"]["fusion"]["accuracy"] == cv["mean"]["fusion"]["accuracy"]
     assert set(job["metrics"]["test"]) == {"fusion", "image_only", "text_only"}
     response = client.get(f"/jobs/{job['id']}/report.png")

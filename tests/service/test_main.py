@@ -29,7 +29,7 @@ def test_bootstrap_demo_trains_saves_and_activates(
     assert version is not None
     assert store.active_version() == version
     (entry,) = store.list_versions()
-    assert entry.meta is not None and entry.meta["labels"] == ["match", "mismatch"]
+    assert entry.meta is not None and entry.meta["labels"] == ["negative", "positive"]
     assert "fusion" in entry.metrics
     assert (settings.data_dir / "datasets" / "demo" / "train.jsonl").is_file()
 

@@ -26,7 +26,7 @@ def queue(worker: Worker, params: Params, **kwargs: Any) -> Job:
 
 def version_with_metric(store: ModelStore, macro_f1: float) -> str:
     """An active version whose recorded validation macro_f1 is `macro_f1`."""
-    model = build_tiny_model(labels=("match", "mismatch"))
+    model = build_tiny_model(labels=("negative", "positive"))
     path = save_checkpoint(
         store.new_version_path(),
         model,

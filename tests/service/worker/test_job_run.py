@@ -29,7 +29,7 @@ def test_job_trains_saves_and_promotes_with_no_active_model(worker: Worker, tiny
     assert done.promoted and worker.models.active_version() == done.model_version
     assert [entry["epoch"] for entry in done.history] == [1, 2, 3]
     assert set(done.history[0]["val"]) == {"accuracy", "macro_f1", "weighted_f1"}
-    assert done.metrics is not None and done.metrics["labels"] == ["match", "mismatch"]
+    assert done.metrics is not None and done.metrics["labels"] == ["negative", "positive"]
     assert done.metrics["fusion"]["confusion_matrix"]
     assert done.progress is not None and done.progress["fraction"] == 1.0
     meta = worker.models.get(done.model_version or "").meta
@@ -103,7 +103,7 @@ def test_unknown_validation_labels_fail_the_job_with_the_reason(
 ) -> None:
     demo, other = tmp_path / "data" / "datasets" / "demo", tmp_path / "data" / "datasets" / "other"
     shutil.copytree(demo / "images", other / "images")
-    (other / "train.jsonl").write_text((demo / "dev.jsonl").read_text().replace('"match"', '"neither"'))
+    (other / "train.jsonl").write_text((demo / "dev.jsonl").read_text().replace('"negative"', '"neither"'))
     queue(worker, tiny_job_params, validation="other")
 
     done = worker.run_once()
@@ -173,8 +173,8 @@ def test_a_test_split_changes_no_decision_of_the_job(worker: Worker, tiny_job_pa
     decisions = [run.metrics["promotion"] for run in runs if run.metrics is not None]
     assert decisions[0] == decisions[1] and not first.promoted and not second.promoted
     assert decisions[0]["value"] == first.metrics["fusion"]["accuracy"]
-    assert first.metrics["test"]["fusion"]["per_class"]["match"]["support"] == 4  # demo:dev, 8 rows
-    assert second.metrics["test"]["fusion"]["per_class"]["match"]["support"] == 16  # demo:train, 32 rows
+    assert first.metrics["test"]["fusion"]["per_class"]["negative"]["support"] == 4  # demo:dev, 8 rows
+    assert second.metrics["test"]["fusion"]["per_class"]["negative"]["support"] == 16  # demo:train, 32 rows
     weights = [worker.models.get(run.model_version or "").path / "model.safetensors" for run in runs]
     assert weights[0].read_bytes() == weights[1].read_bytes()
 
@@ -182,7 +182,7 @@ def test_a_test_split_changes_no_decision_of_the_job(worker: Worker, tiny_job_pa
 def test_if_better_never_reads_the_active_versions_test_metrics(
     worker: Worker, tiny_job_params: Params
 ) -> None:
-    model = build_tiny_model(labels=("match", "mismatch"))
+    model = build_tiny_model(labels=("negative", "positive"))
     path = save_checkpoint(
         worker.models.new_version_path(),
         model,
