@@ -1,6 +1,6 @@
 """The first-run demo recipe over data and training seeds: validation accuracy of fusion and of each modality.
 
-    .venv/bin/python bench/demo_seeds.py --data-seeds 0,1,2 --train-seeds 0,1,2,3,4 --fusions concat,gated
+    python -m bench.demo_seeds --data-seeds 0,1,2 --train-seeds 0,1,2,3,4 --fusions concat,gated
 
 Trains the production encoders (cached features) with the shipped recipe, as `python -m service
 --bootstrap-demo` does, on demo datasets written with each data seed; prints one line per run and the
@@ -10,12 +10,9 @@ lowest fusion accuracy. Each new data seed embeds 750 pictures once (minutes on 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 

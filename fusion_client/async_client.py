@@ -89,7 +89,7 @@ class AsyncClient:
         params: Mapping[str, Any] | None = None,
         validation: str | float | None = None,
         test: str | None = None,
-        cv: int | None = None,
+        cv: int | Mapping[str, Any] | None = None,
         promote: str = "if_better",
         *,
         skip_invalid: bool = False,

@@ -186,13 +186,17 @@ def train(
     params: Mapping[str, Any] | None,
     validation: str | float | None,
     test: str | None,
-    cv: int | None,
+    cv: int | Mapping[str, Any] | None,
     promote: str,
     skip_invalid: bool,
 ) -> Call[JobInfo]:
-    """`POST /jobs`; optional fields are sent only when given, so the service's defaults apply."""
+    """`POST /jobs`; optional fields are sent only when given, so the service's defaults apply.
+
+    `cv` is the number of folds (or the API's `{"folds": k}` object).
+    """
     body: dict[str, Any] = {"dataset": dataset, "promote": promote}
-    optional = {"params": params, "validation": validation, "test": test, "cv": cv}
+    folds = {"folds": cv} if isinstance(cv, int) else cv
+    optional = {"params": params, "validation": validation, "test": test, "cv": folds}
     body.update({key: value for key, value in optional.items() if value is not None})
     if skip_invalid:
         body["skip_invalid"] = True

@@ -95,12 +95,15 @@ class Client:
         params: Mapping[str, Any] | None = None,
         validation: str | float | None = None,
         test: str | None = None,
-        cv: int | None = None,
+        cv: int | Mapping[str, Any] | None = None,
         promote: str = "if_better",
         *,
         skip_invalid: bool = False,
     ) -> Job:
-        """Queue a training job on `dataset` (a name or `name:split`); returns the queued `Job`."""
+        """Queue a training job on `dataset` (a name or `name:split`); returns the queued `Job`.
+
+        `test`: a dataset reference measured once on the final model; `cv`: k-fold cross-validation first.
+        """
         info = self._call(calls.train(dataset, params, validation, test, cv, promote, skip_invalid))
         return Job(self, info)
 

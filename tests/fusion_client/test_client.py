@@ -107,6 +107,17 @@ def test_train_waits_with_a_progress_bar_fed_by_the_events_and_promotes(
     assert [event.event for event in events] == ["end"] and events[0].job.status == "succeeded"
 
 
+def test_train_sends_test_and_cv_only_when_given(api: Client, demo: Dataset) -> None:
+    plain = api.train("demo", params=TINY)
+    assert (plain.info.test, plain.info.cv, plain.info.validation) == (None, None, None)
+    with_both = api.train("demo", params=TINY, validation=0.25, test="demo:dev", cv=2, promote="never")
+    assert (with_both.info.test, with_both.info.cv) == ("demo:dev", {"folds": 2})
+    assert with_both.info.promote == "never" and with_both.info.queue_position == 2
+    with pytest.raises(FusionAPIError) as error:
+        api.train("demo", params={**TINY, "epochs": 0})
+    assert (error.value.status, error.value.field) == (422, "params.epochs")
+
+
 def test_cancel_a_running_job(api: Client, service: LiveService, demo: Dataset) -> None:
     job = api.train("demo", params={**TINY, "epochs": 500}, validation="demo:dev")
     worker = service.run_worker_once()
