@@ -122,6 +122,8 @@ class ModelVersion(BaseModel):
     image_encoder: str | None = None
     text_encoder: str | None = None
     fusion: str | None = None
+    modalities: list[str] = Field(default_factory=list)
+    supports_missing_modality: bool = False
     metrics: dict[str, Any] = Field(default_factory=dict)
     dataset_fingerprint: str | None = None
     train_config: dict[str, Any] | None = None

@@ -108,6 +108,8 @@ MODEL_VERSION: dict[str, Any] = {
     "image_encoder": "efficientnet_lite0",
     "text_encoder": "minilm",
     "fusion": "concat",
+    "modalities": ["image", "text"],
+    "supports_missing_modality": True,
     "metrics": {
         "fusion": {"accuracy": 1.0},
         "image_only": {"accuracy": 0.84},
