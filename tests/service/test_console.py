@@ -296,7 +296,7 @@ def test_upload_train_promote_predict_and_roll_back(
     card = page.locator("article.dataset[data-name='demo']")
     assert card.locator(".samples").inner_text() == "12"
     bars = card.locator(".bars li").evaluate_all("els => els.map(e => e.dataset.name)")
-    assert set(bars) == {"match", "mismatch"}
+    assert set(bars) == {"negative", "positive"}
     screenshot(page, "datasets")
 
     # Jobs: the form from the schema, tiny params, live progress to the end, promoted by if_better.
@@ -335,7 +335,7 @@ def test_upload_train_promote_predict_and_roll_back(
     page.locator("#try-image").set_input_files(str(photo))
     page.get_by_label("Caption").fill("embers")
     page.get_by_role("button", name="Predict").click()
-    assert page.locator("#try-label").inner_text() in {"match", "mismatch"}
+    assert page.locator("#try-label").inner_text() in {"negative", "positive"}
     assert page.locator("#try-version").inner_text() == new_version
     page.get_by_role("button", name="Explain").click()
     page.wait_for_selector("#try-explanation h3:text-is('Image only')")
