@@ -54,7 +54,9 @@ else:
 class TrainParams(BaseModel):
     """Model architecture and training hyper-parameters; every default is the production recipe."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a value of the wrong JSON type (0 for a boolean, "10" for an integer) is a 422, as the
+    # OpenAPI schema promises, rather than silently coerced.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     image_encoder: ImageEncoderName = Field(
         default=_M.image_encoder, description="image encoder; none trains a text-only model"
@@ -144,7 +146,7 @@ class TrainParams(BaseModel):
 class CrossValidation(BaseModel):
     """k-fold cross-validation of the recipe before the final model is trained."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     folds: int = Field(ge=2, le=20, description="k stratified folds, 2 to 20")
 
@@ -152,7 +154,7 @@ class CrossValidation(BaseModel):
 class JobCreate(BaseModel):
     """A training job: what to train on, how, and whether the result goes live."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset: DatasetRef
     validation: str | float | None = Field(

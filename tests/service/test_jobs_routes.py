@@ -228,6 +228,11 @@ def test_report_is_a_png_once_the_job_has_epochs(
         ({"cv": {"folds": 3, "shuffle": True}}, "cv.shuffle"),
         ({"cv": {"folds": 3}, "validation": "demo:dev"}, "validation"),
         ({"cv": {"folds": 3}, "params": {"nproc": 2}}, "params.nproc"),
+        # No coercion: the schema says boolean / integer, so 0 and "10" are type errors (found by the fuzzer).
+        ({"skip_invalid": 0}, "skip_invalid"),
+        ({"params": {"augment": 1}}, "params.augment"),
+        ({"params": {"epochs": "10"}}, "params.epochs"),
+        ({"cv": {"folds": "5"}}, "cv.folds"),
     ],
 )
 def test_bad_requests_are_422_naming_the_field(
