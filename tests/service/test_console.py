@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from fusion_testkit.browser import CHROMIUM, CHROMIUM_ARGS
 from fusion_testkit.factories import make_jpeg, save_tiny_checkpoint
 from fusion_testkit.jobs import TINY_JOB_PARAMS
 from fusion_testkit.processes import free_port
@@ -29,16 +30,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Request
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 API_KEY = "console-test-key"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}

@@ -10,21 +10,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from fusion_testkit.browser import CHROMIUM, CHROMIUM_ARGS
 from fusion_testkit.factories import make_jpeg
 from fusion_testkit.live_server import serve
 from service.app import create_app
 from service.settings import Settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Set to a folder (e.g. docs/img) to keep the screenshot of /docs taken by the test there.
 SCREENSHOT_DIR = os.environ.get("FUSION_SCREENSHOT_DIR")
 
