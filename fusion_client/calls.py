@@ -297,7 +297,15 @@ class ProgressBar:
         if p is not None and p.loss is not None:
             self._bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
         if job.finished:
-            self._bar.set_description_str(job.status)
+            # The last snapshot can come after the epochs' own ones were missed (a fast job): the history
+            # says how many epochs ran, and a job that succeeded fills the bar.
+            ran = job.history[-1].get("epoch") if job.history else None
+            if p is not None and isinstance(ran, int):
+                self._bar.total = max(1, p.epochs)
+                self._bar.n = self._bar.total if job.status == "succeeded" else min(ran, self._bar.total)
+                self._bar.set_description_str(f"{job.status} after epoch {ran}/{p.epochs}")
+            else:
+                self._bar.set_description_str(job.status)
         self._bar.refresh()
 
     def close(self) -> None:
