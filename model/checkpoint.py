@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from model.atomic import fsync
 from model.config import ModelConfig, TrainConfig
-from model.fusion import FusionClassifier
+from model.fusion import FusionClassifier, upgrade_state_dict
 from model.text import Vocabulary
 
 FORMAT_VERSION = 1
@@ -140,6 +140,7 @@ def load_checkpoint(
         tensors = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors ({exc})") from exc
+    tensors = upgrade_state_dict(tensors)
     _check_tensors(model, tensors, weights)
     model.load_state_dict(tensors, strict=True)
     model.to(device)

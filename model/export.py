@@ -76,7 +76,7 @@ def graph_inputs(model: FusionClassifier) -> list[str]:
 def graph_outputs(model: FusionClassifier) -> list[str]:
     """Output names: probabilities [B, C] for fused / image-only / text-only, and gate [B, 2] if gated."""
     names = ["probabilities", "image_only", "text_only"]
-    return [*names, "gate"] if model.gate is not None else names
+    return [*names, "gate"] if model.config.fusion == "gated" else names
 
 
 def _example_inputs(
