@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from model.atomic import fsync
@@ -103,6 +103,21 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         if key not in meta:
             raise CheckpointError(f"{meta_path}: missing field {key!r}")
     return meta
+
+
+def check_weights_file(path: str | Path) -> None:
+    """Check from its header alone that the checkpoint's weights file is whole; CheckpointError otherwise.
+
+    safetensors requires the header to cover the file exactly, so a truncated file fails; no tensor is read.
+    """
+    weights = Path(path) / WEIGHTS_FILE
+    try:
+        with safe_open(str(weights), "pt"):
+            pass
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{weights}: missing") from exc
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors ({exc})") from exc
 
 
 def _check_tensors(model: FusionClassifier, tensors: dict[str, torch.Tensor], where: Path) -> None:

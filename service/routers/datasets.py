@@ -22,7 +22,13 @@ from service.runtime.dataset_store import (
     check_name,
 )
 from service.schemas import examples
-from service.schemas.common import UNAUTHORIZED, ErrorDoc, error_responses, example_response
+from service.schemas.common import (
+    INSUFFICIENT_STORAGE,
+    UNAUTHORIZED,
+    ErrorDoc,
+    error_responses,
+    example_response,
+)
 from service.schemas.datasets import DatasetList, DatasetPublic
 from service.security import RequireKey
 
@@ -131,6 +137,7 @@ def api_error(exc: DatasetStoreError) -> APIError:
                 "zip entry '../evil.txt' leaves the archive (path traversal)",
                 "file",
             ),
+            INSUFFICIENT_STORAGE,
         ),
     },
 )

@@ -17,7 +17,13 @@ from service.runtime.dataset_store import DatasetInfo, DatasetStore, DatasetStor
 from service.runtime.job_record import Job, JobStatus
 from service.runtime.job_store import JobStore
 from service.schemas import examples
-from service.schemas.common import UNAUTHORIZED, ErrorDoc, error_responses, example_response
+from service.schemas.common import (
+    INSUFFICIENT_STORAGE,
+    UNAUTHORIZED,
+    ErrorDoc,
+    error_responses,
+    example_response,
+)
 from service.schemas.jobs import JobCreate, JobList, JobPublic
 from service.security import RequireKey
 
@@ -159,6 +165,7 @@ def _check_labels(
                 "params.epochs: Input should be less than or equal to 500",
                 "params.epochs",
             ),
+            INSUFFICIENT_STORAGE,
         ),
     },
     openapi_extra={"requestBody": {"content": {"application/json": {"example": examples.JOB_REQUEST}}}},
@@ -236,6 +243,7 @@ async def get_job(job_id: JobId, jobs: JobStoreDep) -> JobPublic:
             _NOT_FOUND,
             (409, "job_finished", f"job {examples.JOB_ID} already succeeded", "job_id"),
             _BAD_ID,
+            INSUFFICIENT_STORAGE,
         ),
     },
 )

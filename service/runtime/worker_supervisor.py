@@ -159,8 +159,11 @@ class WorkerSupervisor:
             if self._stopping.is_set():
                 return
             reason = describe_exit(returncode)
-            failed = self.job_store.fail_worker_jobs(worker_id, reason)
-            log.error("%s (pid %s); jobs failed: %s", reason, process.pid, ", ".join(failed) or "none")
+            try:
+                failed = ", ".join(self.job_store.fail_worker_jobs(worker_id, reason)) or "none"
+            except Exception as exc:  # e.g. a full job database: the next worker's recovery fails them
+                failed = f"not recorded ({type(exc).__name__}: {exc})"
+            log.error("%s (pid %s); jobs failed: %s", reason, process.pid, failed)
             # Back off while the child keeps dying soon after start; start over after a healthy run.
             if time.monotonic() - started_at > _HEALTHY_RUN_S:
                 delay = self.restart_delay_s

@@ -8,8 +8,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 
 from model.datasets import DatasetError
+from service.disk_full import disk_full_reason
 from service.runtime.dataset_store import DatasetStore, DatasetStoreError
 from service.runtime.job_record import Job
 from service.runtime.job_store import JobStore
@@ -25,6 +27,9 @@ log = logging.getLogger("service.worker")
 
 _SWEEP_EVERY_S = 30.0
 _CANCEL_CHECK_EVERY_S = 0.5
+_FULL_DATABASE_RETRY_S = 1.0
+
+T = TypeVar("T")
 
 
 class _Heartbeat:
@@ -128,12 +133,12 @@ class Worker:
             self.settings.data_dir,
             self.settings.model_dir,
         )
-        self.recover()
+        self._when_space(self.recover)
         remove_stale_work_dirs(self.work_dir, lambda: (job.id for job in self.jobs.running_jobs()))
         while not self.stopping:
             if self.run_once() is None:
                 if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
-                    self.recover()
+                    self._when_space(self.recover)
                 self._stop.wait(self.settings.worker_poll_interval_s)
         log.info("worker %s stopped", self.worker_id)
 
@@ -178,14 +183,38 @@ class Worker:
         except DatasetStoreError as exc:
             self._fail(job, exc.message)
         except Exception as exc:
-            log.exception("job %s: failed", job.id)
-            self._fail(job, f"{type(exc).__name__}: {exc}")
+            reason = disk_full_reason(exc)
+            if reason is None:
+                log.exception("job %s: failed", job.id)
+                self._fail(job, f"{type(exc).__name__}: {exc}")
+            else:  # e.g. a progress write into a job database whose disk is full: no bug, no traceback
+                self._fail(job, f"insufficient storage ({reason}): {type(exc).__name__}: {exc}")
 
     def _fail(self, job: Job, message: str) -> None:
-        if self.jobs.mark_failed(job.id, message, worker_id=self.worker_id):
+        if self._when_space(lambda: self.jobs.mark_failed(job.id, message, worker_id=self.worker_id)):
             log.error("job %s: failed: %s", job.id, message)
         else:
             self._lost(job, f"failed ({message})")
+
+    def _when_space(self, write: Callable[[], T]) -> T:
+        """Run `write` (a job's final write, a recovery sweep); while the job database is out of space, retry
+        until it takes writes again rather than die (and be restarted into the same full disk).
+
+        A worker stopped meanwhile gives up (raises): the next worker's recovery fails its job instead.
+        """
+        waiting = False
+        while True:
+            try:
+                return write()
+            except Exception as exc:
+                if disk_full_reason(exc) is None or self.stopping:
+                    raise
+                if not waiting:
+                    log.error(
+                        "job database out of space (%s); retrying every %.0f s", exc, _FULL_DATABASE_RETRY_S
+                    )
+                    waiting = True
+                self._stop.wait(_FULL_DATABASE_RETRY_S)
 
     def _lost(self, job: Job, outcome: str) -> None:
         current = self.jobs.get(job.id)

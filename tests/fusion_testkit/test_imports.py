@@ -8,6 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = [
+    "fusion_testkit.disks",
     "fusion_testkit.factories",
     "fusion_testkit.fuzz",
     "fusion_testkit.jobs",
