@@ -130,6 +130,9 @@ class Worker:
         )
         self.recover()
         remove_stale_work_dirs(self.work_dir, lambda: (job.id for job in self.jobs.running_jobs()))
+        abandoned = self.models.remove_abandoned_saves()
+        if abandoned:
+            log.warning("removed the checkpoint folders of saves killed mid-write: %s", ", ".join(abandoned))
         while not self.stopping:
             if self.run_once() is None:
                 if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
