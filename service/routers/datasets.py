@@ -22,7 +22,13 @@ from service.runtime.dataset_store import (
     check_name,
 )
 from service.schemas import examples
-from service.schemas.common import UNAUTHORIZED, ErrorDoc, error_responses, example_response
+from service.schemas.common import (
+    JOB_DATABASE_UNAVAILABLE,
+    UNAUTHORIZED,
+    ErrorDoc,
+    error_responses,
+    example_response,
+)
 from service.schemas.datasets import DatasetList, DatasetPublic
 from service.security import RequireKey
 
@@ -195,6 +201,7 @@ async def get_dataset(name: DatasetName, store: DatasetStoreDep) -> DatasetPubli
         204: {"description": "Deleted (no body)"},
         **error_responses(
             UNAUTHORIZED,
+            JOB_DATABASE_UNAVAILABLE,
             _NOT_FOUND,
             (
                 409,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from service.runtime.job_db import JobDatabaseUnavailable, until_answered
 from service.runtime.job_store import JobStore
 from service.settings import Settings
 from service.worker.identity import make_worker_id
@@ -159,7 +161,14 @@ class WorkerSupervisor:
             if self._stopping.is_set():
                 return
             reason = describe_exit(returncode)
-            failed = self.job_store.fail_worker_jobs(worker_id, reason)
+            try:  # waits out a restart of the job database: the dead worker's jobs must not stay "running"
+                failed = until_answered(
+                    functools.partial(self.job_store.fail_worker_jobs, worker_id, reason),
+                    given_up=self._stopping.is_set,
+                    wait=self._stopping.wait,
+                )
+            except JobDatabaseUnavailable:
+                return  # stopping: the next worker's recovery fails them (their worker is dead)
             log.error("%s (pid %s); jobs failed: %s", reason, process.pid, ", ".join(failed) or "none")
             # Back off while the child keeps dying soon after start; start over after a healthy run.
             if time.monotonic() - started_at > _HEALTHY_RUN_S:

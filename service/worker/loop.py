@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 
 from model.datasets import DatasetError
 from service.runtime.dataset_store import DatasetStore, DatasetStoreError
+from service.runtime.job_db import RETRY_S, JobDatabaseUnavailable, until_answered
 from service.runtime.job_record import Job
 from service.runtime.job_store import JobStore
 from service.runtime.model_store import ModelStore
@@ -22,6 +25,7 @@ from service.worker.job_run import JobRunner
 from service.worker.processes import remove_stale_work_dirs
 
 log = logging.getLogger("service.worker")
+T = TypeVar("T")
 
 _SWEEP_EVERY_S = 30.0
 _CANCEL_CHECK_EVERY_S = 0.5
@@ -53,6 +57,8 @@ class _Heartbeat:
                     # check ends the job, and says so).
                     log.info("job %s: no longer running on this worker; heartbeats stop", self._job_id)
                     return
+            except JobDatabaseUnavailable as exc:  # a database restart must not kill the job either
+                log.warning("heartbeat of job %s not recorded: %s", self._job_id, exc)
             except Exception:  # a busy database must not kill the job; the next beat retries
                 log.warning("heartbeat of job %s failed", self._job_id, exc_info=True)
 
@@ -80,6 +86,7 @@ class Worker:
             work_dir=self.work_dir,
             device=settings.device,
             worker_id=self.worker_id,
+            stopping=lambda: self.stopping,
         )
         self._stop = threading.Event()
         self._last_sweep = 0.0
@@ -128,16 +135,21 @@ class Worker:
             self.settings.data_dir,
             self.settings.model_dir,
         )
-        self.recover()
-        remove_stale_work_dirs(self.work_dir, lambda: (job.id for job in self.jobs.running_jobs()))
+        self._answered(self.recover)
+        running = self._answered(self.jobs.running_jobs)
+        remove_stale_work_dirs(self.work_dir, lambda: (job.id for job in running))
         abandoned = self.models.remove_abandoned_saves()
         if abandoned:
             log.warning("removed the checkpoint folders of saves killed mid-write: %s", ", ".join(abandoned))
         while not self.stopping:
-            if self.run_once() is None:
-                if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
-                    self.recover()
-                self._stop.wait(self.settings.worker_poll_interval_s)
+            try:
+                if self.run_once() is None:
+                    if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
+                        self.recover()
+                    self._stop.wait(self.settings.worker_poll_interval_s)
+            except JobDatabaseUnavailable as exc:  # a restart of the database: claim again once it answers
+                log.warning("%s; looking for jobs again in %.0f s", exc, RETRY_S)
+                self._stop.wait(RETRY_S)
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> Job | None:
@@ -162,11 +174,11 @@ class Worker:
         try:
             self._runner.run(job, self._should_stop(job.id))
         except TrainingCancelled:
-            if self.jobs.cancel_requested(job.id):
-                recorded = self.jobs.mark_cancelled(job.id, worker_id=self.worker_id)
+            if self._answered(lambda: self.jobs.cancel_requested(job.id)):
+                recorded = self._answered(lambda: self.jobs.mark_cancelled(job.id, worker_id=self.worker_id))
                 outcome = "cancelled; nothing was written to the model store"
             else:
-                recorded = self.jobs.requeue(job.id, worker_id=self.worker_id)
+                recorded = self._answered(lambda: self.jobs.requeue(job.id, worker_id=self.worker_id))
                 outcome = "worker stopping; job put back in the queue"
             if recorded:
                 log.info("job %s: %s", job.id, outcome)
@@ -185,13 +197,17 @@ class Worker:
             self._fail(job, f"{type(exc).__name__}: {exc}")
 
     def _fail(self, job: Job, message: str) -> None:
-        if self.jobs.mark_failed(job.id, message, worker_id=self.worker_id):
+        if self._answered(lambda: self.jobs.mark_failed(job.id, message, worker_id=self.worker_id)):
             log.error("job %s: failed: %s", job.id, message)
         else:
             self._lost(job, f"failed ({message})")
 
+    def _answered(self, call: Callable[[], T]) -> T:
+        """`call()`, waiting while the job database does not answer (a restart), unless the worker stops."""
+        return until_answered(call, given_up=lambda: self.stopping, wait=self._stop.wait)
+
     def _lost(self, job: Job, outcome: str) -> None:
-        current = self.jobs.get(job.id)
+        current = self._answered(lambda: self.jobs.get(job.id))
         status = "gone" if current is None else f"{current.status.value}, worker {current.worker_id}"
         log.warning(
             "job %s: %s, but it is no longer running on this worker (now %s); nothing recorded",
@@ -209,10 +225,12 @@ class Worker:
             nonlocal last_check, stop
             now = time.monotonic()
             if not stop and now - last_check >= _CANCEL_CHECK_EVERY_S:
-                job = self.jobs.get(job_id)
-                # Another worker fails a job whose heartbeats stopped: training on would promote a failed job.
-                stop = job is None or job.cancel_requested or not job.runs_on(self.worker_id)
-                last_check = now
+                # Through a database outage the job trains on: its final write waits for the database.
+                with contextlib.suppress(JobDatabaseUnavailable):
+                    job = self.jobs.get(job_id)
+                    # Another worker fails a job whose heartbeats stopped: training on would promote it.
+                    stop = job is None or job.cancel_requested or not job.runs_on(self.worker_id)
+                last_check = time.monotonic()
             return stop or self.stopping
 
         return should_stop
