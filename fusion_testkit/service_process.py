@@ -92,13 +92,16 @@ class ServiceProcess:
         self.process: ManagedProcess | None = None
         self.workers: set[int] = set()  # every worker child seen, so that none outlives the script
 
-    def start(self, ready_timeout_s: float = 120.0) -> ServiceProcess:
-        """Start the server (cwd `root`: no stray .env is read) and wait until /health/ready is 200."""
+    def start(self, ready_timeout_s: float = 120.0, probe: str = "/health/ready") -> ServiceProcess:
+        """Start the server (cwd `root`: no stray .env is read) and wait until `probe` answers 200.
+
+        `/health/live` for a server expected to start without a model it can serve.
+        """
         command = [sys.executable, "-m", "service", "--host", HOST, "--port", str(self.port)]
         log = self.root / f"server-{len(_started)}.log"
         self.process = ManagedProcess(command, env=self.env, cwd=self.root, log=log)
         _started.append(self)
-        wait_ready(self.process, self.url + "/health/ready", ready_timeout_s)
+        wait_ready(self.process, self.url + probe, ready_timeout_s)
         self.note_workers()
         return self
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from model.atomic import fsync, remove_abandoned, temp_folder
 from model.config import ModelConfig, TrainConfig
-from model.fusion import FusionClassifier
+from model.fusion import FusionClassifier, upgrade_state_dict
 from model.text import Vocabulary
 
 FORMAT_VERSION = 1
@@ -110,6 +110,21 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def check_weights_file(path: str | Path) -> None:
+    """Check from its header alone that the checkpoint's weights file is whole; CheckpointError otherwise.
+
+    safetensors requires the header to cover the file exactly, so a truncated file fails; no tensor is read.
+    """
+    weights = Path(path) / WEIGHTS_FILE
+    try:
+        with safe_open(str(weights), "pt"):
+            pass
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{weights}: missing") from exc
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors ({exc})") from exc
+
+
 def _check_tensors(model: FusionClassifier, tensors: dict[str, torch.Tensor], where: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -145,6 +160,7 @@ def load_checkpoint(
         tensors = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors ({exc})") from exc
+    tensors = upgrade_state_dict(tensors)
     _check_tensors(model, tensors, weights)
     model.load_state_dict(tensors, strict=True)
     model.to(device)

@@ -116,6 +116,8 @@ class ModelConfig(_JsonConfig):
     dropout: float = 0.5
     # Probability, per modality, of hiding it from the head during training (teaches missing-modality use).
     modality_dropout: float = 0.1
+    # Fusion heads over the same encoder features, trained side by side, probabilities averaged.
+    members: int = 1
     # True loads the packaged ImageNet / sentence-transformers weights (efficientnet_lite0, minilm only).
     pretrained: bool = True
     image_size: int = 224
@@ -145,6 +147,7 @@ class ModelConfig(_JsonConfig):
         _in_range("hidden_dim", self.hidden_dim, 1)
         _in_range("dropout", self.dropout, 0.0, 0.9)
         _in_range("modality_dropout", self.modality_dropout, 0.0, 0.5)
+        _in_range("members", self.members, 1, 16)
         _in_range("image_size", self.image_size, 16, 1024)
         if any(s <= 0 for s in self.image_std):
             raise ValueError("image_std: values must be > 0")

@@ -7,18 +7,25 @@ bytes or the raw text. Because samples are keyed one by one, subsets (validation
 later datasets that share files reuse what is already there. Every file is written under a temporary
 name and renamed into place, and a shard counts only once its JSON exists, so concurrent jobs never read
 half-written files; two jobs computing the same shard write identical files under the same name.
+
+A shard that is unusable on disk (its key list unreadable, its tensor file missing, truncated or not
+[keys, encoder width] float32) is skipped with a warning and its samples are encoded again; the new
+shard replaces it when it holds the same samples. A write that fails (a full disk) raises
+`FeatureCacheError` and leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from model.atomic import write_atomic
@@ -30,6 +37,12 @@ from model.loading import image_batches, index_batches
 FORMAT = 1
 MODALITIES = ("image", "text")
 ProgressCallback = Callable[[int, int], None]  # (items encoded so far, items to encode)
+
+log = logging.getLogger(__name__)
+
+
+class FeatureCacheError(RuntimeError):
+    """The cache could not store new features (a full disk, ...); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +104,7 @@ class FeatureCache:
         `on_progress` is called as encoding proceeds and not at all when everything is cached.
         """
         wanted = frozen_modalities(model) if modalities is None else tuple(modalities)
-        stores = {m: _Store(self.root / f"{m}-{encoder_key(model, m)}") for m in wanted}
+        stores = {m: _Store(self.root / f"{m}-{encoder_key(model, m)}", _width(model, m)) for m in wanted}
         keys = {m: sample_keys(dataset, m) for m in wanted}
         missing = {m: stores[m].missing(keys[m]) for m in wanted}
         total = sum(len(todo) for todo in missing.values())
@@ -121,37 +134,78 @@ class FeatureCache:
         return Features(**{m: stores[m].gather(keys[m]) for m in wanted})
 
 
-class _Store:
-    """The shards of one (modality, encoder key) directory."""
+def _width(model: FusionClassifier, modality: str) -> int:
+    encoder = model.image_encoder if modality == "image" else model.text_encoder
+    if encoder is None:
+        raise ValueError(f"{modality}: this model has no {modality} encoder")
+    return encoder.out_dim
 
-    def __init__(self, directory: Path) -> None:
+
+class _Store:
+    """The shards of one (modality, encoder key) directory, whose features are `width` wide."""
+
+    def __init__(self, directory: Path, width: int) -> None:
         self.directory = directory
+        self.width = width
         self._index: dict[str, tuple[str, int]] = {}
         if directory.is_dir():
-            for meta in directory.glob("*.json"):
+            for meta in sorted(directory.glob("*.json")):
                 if meta.name == "encoder.json":
                     continue
-                for row, key in enumerate(json.loads(meta.read_text(encoding="utf-8"))["keys"]):
+                try:
+                    keys = self._shard_keys(meta)
+                except ValueError as exc:
+                    log.warning(
+                        "feature cache: shard %s is unusable, encoding its samples again: %s", meta, exc
+                    )
+                    continue
+                for row, key in enumerate(keys):
                     self._index.setdefault(key, (meta.stem, row))
+
+    def _shard_keys(self, meta: Path) -> list[str]:
+        """The keys of a shard whose tensor file is whole and [keys, width] float32; ValueError otherwise."""
+        try:
+            keys = json.loads(meta.read_text(encoding="utf-8"))["keys"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"unreadable key list ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+            raise ValueError("the key list is not a list of strings")
+        try:
+            # The header alone: safetensors checks that it covers the file exactly (a truncated file fails).
+            with safe_open(str(meta.with_suffix(".safetensors")), "pt") as tensors:
+                features = tensors.get_slice("features")
+                shape, dtype = features.get_shape(), features.get_dtype()
+        except (OSError, SafetensorError) as exc:
+            raise ValueError(f"unreadable tensor file ({exc})") from exc
+        if shape != [len(keys), self.width] or dtype != "F32":
+            raise ValueError(f"features are {dtype} {shape}, expected F32 [{len(keys)}, {self.width}]")
+        return keys
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         """Keys without stored features, each once, in first-seen order."""
         return list(dict.fromkeys(k for k in keys if k not in self._index))
 
     def add(self, keys: list[str], feats: torch.Tensor, model: FusionClassifier, modality: str) -> None:
-        """Store a new shard (rows of `feats` belong to `keys`)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Store a new shard (rows of `feats` belong to `keys`); FeatureCacheError if it cannot be written."""
         shard = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
-        if not (self.directory / "encoder.json").exists():
-            encoder = model.image_encoder if modality == "image" else model.text_encoder
-            about = {"modality": modality, "encoder": encoder.identity if encoder else None, "format": FORMAT}
-            write_atomic(self.directory / "encoder.json", lambda p: p.write_text(json.dumps(about)))
-        write_atomic(
-            self.directory / f"{shard}.safetensors",
-            lambda p: save_file({"features": feats.contiguous()}, str(p)),
-        )
-        # Written last: a shard is visible to readers only once its tensor file is complete.
-        write_atomic(self.directory / f"{shard}.json", lambda p: p.write_text(json.dumps({"keys": keys})))
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not (self.directory / "encoder.json").exists():
+                encoder = model.image_encoder if modality == "image" else model.text_encoder
+                about = {
+                    "modality": modality,
+                    "encoder": encoder.identity if encoder else None,
+                    "format": FORMAT,
+                }
+                write_atomic(self.directory / "encoder.json", lambda p: p.write_text(json.dumps(about)))
+            write_atomic(
+                self.directory / f"{shard}.safetensors",
+                lambda p: save_file({"features": feats.contiguous()}, str(p)),
+            )
+            # Written last: a shard is visible to readers only once its tensor file is complete.
+            write_atomic(self.directory / f"{shard}.json", lambda p: p.write_text(json.dumps({"keys": keys})))
+        except (OSError, SafetensorError) as exc:  # save_file reports a full disk as a SafetensorError
+            raise FeatureCacheError(f"could not write the feature cache: {exc}") from exc
         self._index.update({key: (shard, row) for row, key in enumerate(keys)})
 
     def gather(self, keys: Sequence[str]) -> torch.Tensor:

@@ -22,10 +22,15 @@ from model.text import Vocabulary
 
 @dataclass
 class FusionOutput:
-    """Logits [B, C] and, for gated fusion, the per-sample (image, text) weights [B, 2]."""
+    """Logits [B, C] and, for gated fusion, the per-sample (image, text) weights [B, 2].
+
+    With several ensemble members, ``logits`` are the log of the members' mean probabilities, ``gate``
+    their mean gate, and ``member_logits`` [M, B, C] each member's own logits (what training fits).
+    """
 
     logits: torch.Tensor
     gate: torch.Tensor | None = None
+    member_logits: torch.Tensor | None = None
 
 
 def _projection(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
@@ -38,25 +43,26 @@ def _check_labels(config: ModelConfig) -> None:
         raise ValueError(f"labels: need at least 2 labels, got {len(config.labels)}")
 
 
-class FusionClassifier(nn.Module):
-    """Image + text classifier; either modality may be absent per sample, or have no encoder at all."""
+# What a checkpoint saved before ensemble members held at the top level: its single head's tensors.
+_SINGLE_HEAD_PREFIXES = ("image_proj.", "text_proj.", "missing_image", "missing_text", "gate.", "classifier.")
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        image_encoder: ImageEncoder | None,
-        text_encoder: TextEncoder | None,
-        vocab: Vocabulary | None = None,
-    ) -> None:
+
+def upgrade_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict from before ensemble members, its head's tensors renamed into `heads.0.`."""
+    if any(key.startswith("heads.") for key in tensors):
+        return tensors
+    return {f"heads.0.{k}" if k.startswith(_SINGLE_HEAD_PREFIXES) else k: v for k, v in tensors.items()}
+
+
+class FusionHead(nn.Module):
+    """One ensemble member: per-modality projections, missing-modality stand-ins, fusion rule, MLP."""
+
+    def __init__(self, config: ModelConfig, image_dim: int | None, text_dim: int | None) -> None:
         super().__init__()
-        _check_labels(config)
         self.config = config
-        self.vocab = vocab
         hidden, dropout = config.hidden_dim, config.dropout
-        self.image_encoder = image_encoder
-        self.text_encoder = text_encoder
-        self.image_proj = _projection(image_encoder.out_dim, hidden, dropout) if image_encoder else None
-        self.text_proj = _projection(text_encoder.out_dim, hidden, dropout) if text_encoder else None
+        self.image_proj = _projection(image_dim, hidden, dropout) if image_dim else None
+        self.text_proj = _projection(text_dim, hidden, dropout) if text_dim else None
         # Stand-ins for an absent modality; learned, and seen in training through modality dropout.
         self.missing_image = nn.Parameter(torch.randn(hidden) * 0.02)
         self.missing_text = nn.Parameter(torch.randn(hidden) * 0.02)
@@ -69,6 +75,82 @@ class FusionClassifier(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, len(config.labels)),
         )
+
+    def _modality_dropout(
+        self, image_present: torch.Tensor, text_present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.config.modality_dropout
+        if not self.training or p == 0:
+            return image_present, text_present
+        both = image_present & text_present
+        # One draw per sample with disjoint ranges, so at most one modality is hidden (p <= 0.5).
+        r = torch.rand(both.shape, device=both.device)
+        drop_image = both & (r < p)
+        drop_text = both & (r >= p) & (r < 2 * p)
+        return image_present & ~drop_image, text_present & ~drop_text
+
+    @staticmethod
+    def _side(
+        feats: torch.Tensor | None,
+        proj: nn.Module | None,
+        present: torch.Tensor,
+        missing: torch.Tensor,
+        name: str,
+    ) -> torch.Tensor:
+        filler = missing.unsqueeze(0).expand(present.shape[0], -1)
+        if proj is None or not bool(present.any()):
+            return filler
+        if feats is None:
+            raise ValueError(f"{name}: features are required where {name}_present is true")
+        projected = proj(feats)
+        return torch.where(present.unsqueeze(-1), projected, filler.to(projected.dtype))
+
+    def forward(
+        self,
+        img_feats: torch.Tensor | None,
+        txt_feats: torch.Tensor | None,
+        image_present: torch.Tensor,
+        text_present: torch.Tensor,
+    ) -> FusionOutput:
+        """This member's logits (and gate) for features whose rows are marked present or missing."""
+        image_present, text_present = self._modality_dropout(image_present, text_present)
+        img = self._side(img_feats, self.image_proj, image_present, self.missing_image, "image")
+        txt = self._side(txt_feats, self.text_proj, text_present, self.missing_text, "text")
+        txt = txt.to(img.dtype)
+        gate = None
+        if self.gate is not None:
+            gate = torch.softmax(self.gate(torch.cat([img, txt], dim=-1)).float(), dim=-1)
+            fused = gate[:, :1].to(img.dtype) * img + gate[:, 1:].to(img.dtype) * txt
+        elif self.config.fusion == "sum":
+            fused = img + txt
+        else:
+            fused = torch.cat([img, txt], dim=-1)
+        return FusionOutput(logits=self.classifier(fused), gate=gate)
+
+
+class FusionClassifier(nn.Module):
+    """Image + text classifier; either modality may be absent per sample, or have no encoder at all.
+
+    The encoders feed ``config.members`` fusion heads (an ensemble over the same frozen features: each
+    member has its own weights, dropout and modality-dropout draws, and its own loss in training).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        image_encoder: ImageEncoder | None,
+        text_encoder: TextEncoder | None,
+        vocab: Vocabulary | None = None,
+    ) -> None:
+        super().__init__()
+        _check_labels(config)
+        self.config = config
+        self.vocab = vocab
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        image_dim = image_encoder.out_dim if image_encoder else None
+        text_dim = text_encoder.out_dim if text_encoder else None
+        self.heads = nn.ModuleList(FusionHead(config, image_dim, text_dim) for _ in range(config.members))
 
     @classmethod
     def build(
@@ -111,35 +193,6 @@ class FusionClassifier(nn.Module):
             raise ValueError("text: this model has no text encoder")
         return self.text_encoder(inputs)
 
-    def _modality_dropout(
-        self, image_present: torch.Tensor, text_present: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.config.modality_dropout
-        if not self.training or p == 0:
-            return image_present, text_present
-        both = image_present & text_present
-        # One draw per sample with disjoint ranges, so at most one modality is hidden (p <= 0.5).
-        r = torch.rand(both.shape, device=both.device)
-        drop_image = both & (r < p)
-        drop_text = both & (r >= p) & (r < 2 * p)
-        return image_present & ~drop_image, text_present & ~drop_text
-
-    @staticmethod
-    def _side(
-        feats: torch.Tensor | None,
-        proj: nn.Module | None,
-        present: torch.Tensor,
-        missing: torch.Tensor,
-        name: str,
-    ) -> torch.Tensor:
-        filler = missing.unsqueeze(0).expand(present.shape[0], -1)
-        if proj is None or not bool(present.any()):
-            return filler
-        if feats is None:
-            raise ValueError(f"{name}: features are required where {name}_present is true")
-        projected = proj(feats)
-        return torch.where(present.unsqueeze(-1), projected, filler.to(projected.dtype))
-
     def head(
         self,
         img_feats: torch.Tensor | None,
@@ -151,19 +204,14 @@ class FusionClassifier(nn.Module):
         # Written without `tensor & python_bool`, which the ONNX exporter cannot trace.
         image_present = image_present.bool() if self.image_encoder else torch.zeros_like(image_present.bool())
         text_present = text_present.bool() if self.text_encoder else torch.zeros_like(text_present.bool())
-        image_present, text_present = self._modality_dropout(image_present, text_present)
-        img = self._side(img_feats, self.image_proj, image_present, self.missing_image, "image")
-        txt = self._side(txt_feats, self.text_proj, text_present, self.missing_text, "text")
-        txt = txt.to(img.dtype)
-        gate = None
-        if self.gate is not None:
-            gate = torch.softmax(self.gate(torch.cat([img, txt], dim=-1)).float(), dim=-1)
-            fused = gate[:, :1].to(img.dtype) * img + gate[:, 1:].to(img.dtype) * txt
-        elif self.config.fusion == "sum":
-            fused = img + txt
-        else:
-            fused = torch.cat([img, txt], dim=-1)
-        return FusionOutput(logits=self.classifier(fused), gate=gate)
+        outputs = [member(img_feats, txt_feats, image_present, text_present) for member in self.heads]
+        if len(outputs) == 1:
+            return outputs[0]
+        member_logits = torch.stack([out.logits for out in outputs])
+        mean_probs = torch.softmax(member_logits.float(), dim=-1).mean(dim=0)
+        gates = [out.gate for out in outputs if out.gate is not None]
+        gate = torch.stack(gates).mean(dim=0) if gates else None
+        return FusionOutput(logits=mean_probs.log(), gate=gate, member_logits=member_logits)
 
     def forward(
         self,

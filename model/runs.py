@@ -141,6 +141,8 @@ def save_run(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the trained model, its metrics (test and CV apart) and the run record as a checkpoint."""
+    from safetensors import SafetensorError
+
     from model.checkpoint import CheckpointError, save_checkpoint
 
     record = {
@@ -163,7 +165,8 @@ def save_run(
             train_config=train_config,
             extra={**record, **(extra or {})},
         )
-    except (OSError, CheckpointError) as exc:
+    # A full disk under save_file is a SafetensorError ("... No space left on device (os error 28)").
+    except (OSError, SafetensorError, CheckpointError) as exc:
         raise CheckpointError(f"could not save the model: {exc}") from exc
 
 

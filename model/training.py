@@ -78,9 +78,10 @@ class BatchLogits(nn.Module):
         self.model = model
 
     def forward(self, data: PreparedData, batch: list[int], pixels: torch.Tensor | None) -> torch.Tensor:
-        """Fusion logits [len(batch), C] of rows `batch` of `data`."""
+        """Each ensemble member's fusion logits [members, len(batch), C] of rows `batch` of `data`."""
         image, text = batch_features(self.model, data, batch, pixels)
-        return head_output(self.model, image, text, len(batch), "fusion").logits
+        out = head_output(self.model, image, text, len(batch), "fusion")
+        return out.member_logits if out.member_logits is not None else out.logits.unsqueeze(0)
 
 
 def build_model(
@@ -161,8 +162,9 @@ def train_one_epoch(
             raise TrainingCancelled()
         targets = data.labels[rows].to(device)
         with autocast(device):
-            logits = forward(data, rows, pixels)
-        loss = optimisation.loss_fn(logits.float(), targets)
+            member_logits = forward(data, rows, pixels)
+        # Each member fits the labels on its own (not their average), so they stay an ensemble.
+        loss = torch.stack([optimisation.loss_fn(logits.float(), targets) for logits in member_logits]).mean()
         # DDP averages gradients over ranks; weighting each shard's mean by its share of the batch makes
         # that average the gradient of the whole batch's mean loss (exact for an unweighted loss).
         objective = loss * (len(rows) * ranks.world_size / len(batch))

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.disk_full import disk_full_reason
 from service.runtime.job_db import JobDatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,18 @@ def validation_error(errors: Sequence[Mapping[str, Any]], status: int = 422) -> 
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return APIError(status, "validation_error", message, field)
+
+
+def insufficient_storage(exc: BaseException) -> APIError | None:
+    """507 for an error that is a write running out of disk space (or quota), None for any other error.
+
+    Every store writes to a temporary name first and rolls back on failure, so the request changed nothing.
+    """
+    reason = disk_full_reason(exc)
+    if reason is None:
+        return None
+    message = f"insufficient storage on the server ({reason}); nothing was changed: free space and retry"
+    return APIError(507, "insufficient_storage", message)
 
 
 def _code_for(status: int) -> str:

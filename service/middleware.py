@@ -1,4 +1,4 @@
-"""The request middleware: request id in and out, one access-log line, request metrics, JSON 500s."""
+"""The request middleware: request id in and out, one access-log line, request metrics, JSON 500s (507s)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import logging
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_body
+from service.errors import error_body, insufficient_storage
 from service.logging_setup import access_log, request_id_var
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ def _request_id(scope: Scope) -> str:
 
 class RequestContextMiddleware:
     """Pure ASGI (so streaming responses pass through untouched): request id in and out, access log,
-    request metrics, and a JSON 500 without traceback for anything a route did not handle."""
+    request metrics, and a JSON 500 without traceback for anything a route did not handle (a 507 when it was
+    a write that ran out of disk space)."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -62,12 +63,17 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            status = 500
+        except Exception as exc:
+            full = insufficient_storage(exc)
+            if full is None:
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                status, body = 500, error_body("internal_error", "internal server error; see the server log")
+            else:  # the operator's problem, not a bug: one line naming the failed write, no traceback
+                log.error("%s %s: out of storage: %s", scope["method"], scope["path"], exc)
+                status, body = full.status, error_body(full.code, full.message, full.field)
             if response_started:
                 raise  # headers are out: the server can only drop the connection
-            await self._send_500(send, request_id)
+            await self._send_error(send, request_id, status, body)
         finally:
             duration = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "<unmatched>"
@@ -93,12 +99,12 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
     @staticmethod
-    async def _send_500(send: Send, request_id: str) -> None:
-        body = json.dumps(error_body("internal_error", "internal server error; see the server log")).encode()
+    async def _send_error(send: Send, request_id: str, status: int, error: dict[str, Any]) -> None:
+        body = json.dumps(error).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 500,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

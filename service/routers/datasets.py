@@ -23,6 +23,7 @@ from service.runtime.dataset_store import (
 )
 from service.schemas import examples
 from service.schemas.common import (
+    INSUFFICIENT_STORAGE,
     JOB_DATABASE_UNAVAILABLE,
     UNAUTHORIZED,
     ErrorDoc,
@@ -137,6 +138,7 @@ def api_error(exc: DatasetStoreError) -> APIError:
                 "zip entry '../evil.txt' leaves the archive (path traversal)",
                 "file",
             ),
+            INSUFFICIENT_STORAGE,
         ),
     },
 )

@@ -19,6 +19,7 @@ from service.runtime.job_record import Job, JobStatus
 from service.runtime.job_store import JobStore
 from service.schemas import examples
 from service.schemas.common import (
+    INSUFFICIENT_STORAGE,
     JOB_DATABASE_UNAVAILABLE,
     UNAUTHORIZED,
     ErrorDoc,
@@ -167,6 +168,7 @@ def _check_labels(
                 "params.epochs: Input should be less than or equal to 500",
                 "params.epochs",
             ),
+            INSUFFICIENT_STORAGE,
         ),
     },
     openapi_extra={"requestBody": {"content": {"application/json": {"example": examples.JOB_REQUEST}}}},
@@ -244,6 +246,7 @@ async def get_job(job_id: JobId, jobs: JobStoreDep) -> JobPublic:
             _NOT_FOUND,
             (409, "job_finished", f"job {examples.JOB_ID} already succeeded", "job_id"),
             _BAD_ID,
+            INSUFFICIENT_STORAGE,
         ),
     },
 )

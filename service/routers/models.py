@@ -10,7 +10,7 @@ from service.deps import ModelHolderDep, ModelLoaderDep, ModelStoreDep
 from service.errors import APIError
 from service.runtime.model_store import InvalidCheckpointError, ModelStore, ModelStoreError
 from service.schemas import examples
-from service.schemas.common import UNAUTHORIZED, error_responses, example_response
+from service.schemas.common import INSUFFICIENT_STORAGE, UNAUTHORIZED, error_responses, example_response
 from service.schemas.models import ActiveModelPublic, ModelListPublic, ModelVersionPublic
 from service.security import RequireKey
 
@@ -87,6 +87,7 @@ def active_model(store: ModelStoreDep, holder: ModelHolderDep) -> ActiveModelPub
                 "version",
             ),
             (422, "validation_error", "version: String should have at most 128 characters", "version"),
+            INSUFFICIENT_STORAGE,
         ),
     },
 )

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from service.disk_full import disk_full_reason
+
 if TYPE_CHECKING:
     import psycopg
     from psycopg.rows import DictRow
@@ -42,23 +44,31 @@ def until_answered(
     given_up: Callable[[], bool],
     wait: Callable[[float], object] = time.sleep,
     every_s: float = RETRY_S,
+    while_full: bool = False,
 ) -> T:
-    """`call()`, tried again every `every_s` while the job database is unavailable, until it answers or
-    `given_up()` (then the last JobDatabaseUnavailable is raised): for writes that must not be lost."""
+    """`call()`, tried again every `every_s` while the job database does not answer (and, `while_full`,
+    while its disk is full), until it works or `given_up()` (then the last error is raised): for writes
+    that must not be lost."""
     waited = False
     while True:
         try:
             result = call()
-        except JobDatabaseUnavailable as exc:
+        except Exception as exc:
+            if isinstance(exc, JobDatabaseUnavailable):
+                state = "unavailable"
+            elif while_full and disk_full_reason(exc) is not None:
+                state = "out of space"
+            else:
+                raise
             if given_up():
                 raise
             if not waited:
-                log.warning("%s; trying again every %.0f s", exc, every_s)
+                log.warning("job database %s (%s); retrying every %.0f s", state, exc, every_s)
                 waited = True
             wait(every_s)
             continue
         if waited:
-            log.info("the job database answers again")
+            log.info("the job database takes writes again")
         return result
 
 

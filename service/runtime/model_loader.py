@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.checkpoint import read_checkpoint_meta
+from model.checkpoint import check_weights_file, read_checkpoint_meta
 from model.images import DEFAULT_MAX_PIXELS
 from service.runtime.model_holder import ModelHolder
 from service.runtime.model_store import (
@@ -135,11 +135,16 @@ class ModelLoader:
         return predictor
 
     def _build_onnx(self, path: Path, *, int8: bool, device: str) -> BasePredictor | None:
-        """The version's graph on ONNX Runtime, exported first if it has none; None: serve on torch."""
+        """The version's graph on ONNX Runtime, exported first if it has none; None: serve on torch.
+
+        The graph holds its own copy of the weights, but the checkpoint is what the version is: one whose
+        weights file is cut short is refused (CheckpointError) rather than served from an older graph.
+        """
         from model.export import ExportError, export_onnx, export_problem
         from model.onnx_predictor import OnnxPredictor, graph_file
 
         kind = "int8 ONNX" if int8 else "ONNX"
+        check_weights_file(path)
         meta = read_checkpoint_meta(path)
         if graph_file(meta, int8=int8) is None:
             problem = export_problem(meta)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from service.runtime.job_db import JobDatabaseUnavailable, until_answered
+from service.runtime.job_db import until_answered
 from service.runtime.job_store import JobStore
 from service.settings import Settings
 from service.worker.identity import make_worker_id
@@ -161,15 +161,16 @@ class WorkerSupervisor:
             if self._stopping.is_set():
                 return
             reason = describe_exit(returncode)
-            try:  # waits out a restart of the job database: the dead worker's jobs must not stay "running"
+            try:  # waits out a restart of the job database, not a full one (the next worker's recovery waits)
                 failed = until_answered(
                     functools.partial(self.job_store.fail_worker_jobs, worker_id, reason),
                     given_up=self._stopping.is_set,
                     wait=self._stopping.wait,
                 )
-            except JobDatabaseUnavailable:
-                return  # stopping: the next worker's recovery fails them (their worker is dead)
-            log.error("%s (pid %s); jobs failed: %s", reason, process.pid, ", ".join(failed) or "none")
+                recorded = ", ".join(failed) or "none"
+            except Exception as exc:  # e.g. a full job database: the next worker's recovery fails them
+                recorded = f"not recorded ({type(exc).__name__}: {exc})"
+            log.error("%s (pid %s); jobs failed: %s", reason, process.pid, recorded)
             # Back off while the child keeps dying soon after start; start over after a healthy run.
             if time.monotonic() - started_at > _HEALTHY_RUN_S:
                 delay = self.restart_delay_s

@@ -24,6 +24,14 @@ JOB_DATABASE_UNAVAILABLE: ErrorDoc = (
     "the job database does not answer: couldn't get a connection after 10.00 sec; retry shortly",
     None,
 )
+# Any route that writes (a dataset, a job record, the active pointer) when the server's disk is full.
+INSUFFICIENT_STORAGE: ErrorDoc = (
+    507,
+    "insufficient_storage",
+    "insufficient storage on the server (no space left on the device); nothing was changed: free space and"
+    " retry",
+    None,
+)
 # The catch-all for a field FastAPI itself rejects (a path or query parameter out of range, ...).
 _GENERIC: dict[int, ErrorDoc] = {
     401: UNAUTHORIZED,

@@ -74,6 +74,12 @@ class TrainParams(BaseModel):
     modality_dropout: float = Field(
         default=_M.modality_dropout, ge=0.0, le=0.5, description="chance of hiding a modality in training"
     )
+    members: int = Field(
+        default=_M.members,
+        ge=1,
+        le=16,
+        description="fusion heads trained side by side on the same features, probabilities averaged",
+    )
     image_size: int = Field(default=_M.image_size, ge=16, le=1024, description="square input size, pixels")
     max_text_tokens: int = Field(
         default=_M.max_text_tokens, ge=1, le=512, description="longer texts are truncated"

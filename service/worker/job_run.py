@@ -110,7 +110,7 @@ class JobRunner:
         """Train, save, promote and record `job`; JobError, JobLost, TrainingCancelled, DatasetError."""
         from model.checkpoint import CheckpointError
         from model.export import export_for_serving
-        from model.features import FeatureCache
+        from model.features import FeatureCache, FeatureCacheError
         from model.runs import train_and_save
         from model.training import train
 
@@ -164,7 +164,7 @@ class JobRunner:
                 },
                 trainer=trainer,
             )
-        except CheckpointError as exc:
+        except (CheckpointError, FeatureCacheError) as exc:
             raise JobError(str(exc)) from exc
         assert path is not None  # the worker's own process saves
         # A job another worker declared dead reads "failed": its model must not go live. The saved version

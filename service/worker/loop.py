@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from model.datasets import DatasetError
+from service.disk_full import disk_full_reason
 from service.runtime.dataset_store import DatasetStore, DatasetStoreError
 from service.runtime.job_db import RETRY_S, JobDatabaseUnavailable, until_answered
 from service.runtime.job_record import Job
@@ -145,7 +146,7 @@ class Worker:
             try:
                 if self.run_once() is None:
                     if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
-                        self.recover()
+                        self._answered(self.recover)
                     self._stop.wait(self.settings.worker_poll_interval_s)
             except JobDatabaseUnavailable as exc:  # a restart of the database: claim again once it answers
                 log.warning("%s; looking for jobs again in %.0f s", exc, RETRY_S)
@@ -193,8 +194,12 @@ class Worker:
         except DatasetStoreError as exc:
             self._fail(job, exc.message)
         except Exception as exc:
-            log.exception("job %s: failed", job.id)
-            self._fail(job, f"{type(exc).__name__}: {exc}")
+            reason = disk_full_reason(exc)
+            if reason is None:
+                log.exception("job %s: failed", job.id)
+                self._fail(job, f"{type(exc).__name__}: {exc}")
+            else:  # e.g. a progress write into a job database whose disk is full: no bug, no traceback
+                self._fail(job, f"insufficient storage ({reason}): {type(exc).__name__}: {exc}")
 
     def _fail(self, job: Job, message: str) -> None:
         if self._answered(lambda: self.jobs.mark_failed(job.id, message, worker_id=self.worker_id)):
@@ -202,9 +207,12 @@ class Worker:
         else:
             self._lost(job, f"failed ({message})")
 
-    def _answered(self, call: Callable[[], T]) -> T:
-        """`call()`, waiting while the job database does not answer (a restart), unless the worker stops."""
-        return until_answered(call, given_up=lambda: self.stopping, wait=self._stop.wait)
+    def _answered(self, write: Callable[[], T]) -> T:
+        """Run `write` (a job's final write, a recovery sweep), tried again while the job database cannot take
+        it: not answering (a restart), or out of space (rather than die and be restarted into the same full
+        disk). A worker stopped meanwhile gives up (raises): the next worker's recovery fails its job instead.
+        """
+        return until_answered(write, given_up=lambda: self.stopping, wait=self._stop.wait, while_full=True)
 
     def _lost(self, job: Job, outcome: str) -> None:
         current = self._answered(lambda: self.jobs.get(job.id))

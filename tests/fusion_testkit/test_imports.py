@@ -8,7 +8,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = [
+    "fusion_testkit.browser",
+    "fusion_testkit.disks",
     "fusion_testkit.factories",
+    "fusion_testkit.firefox_relay",
     "fusion_testkit.fuzz",
     "fusion_testkit.jobs",
     "fusion_testkit.pg_cluster",

@@ -39,6 +39,25 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert torch.equal(_outputs(model), _outputs(loaded))
 
 
+def test_an_ensemble_round_trips_with_every_member(tmp_path: Path) -> None:
+    model = build_tiny_model(members=3)
+    save_checkpoint(tmp_path / "v1", model, metrics={}, dataset_fingerprint="abc")
+    loaded, _ = load_checkpoint(tmp_path / "v1")
+    assert len(loaded.heads) == 3
+    assert torch.equal(_outputs(model), _outputs(loaded))
+
+
+def test_a_checkpoint_from_before_ensemble_members_loads(tmp_path: Path) -> None:
+    model = build_tiny_model()
+    saved = save_checkpoint(tmp_path / "v1", model, metrics={}, dataset_fingerprint="abc")
+    # The layout of checkpoints written before `members`: the one head's tensors at the top level.
+    tensors = {k.removeprefix("heads.0."): v for k, v in load_file(str(saved / "model.safetensors")).items()}
+    assert "classifier.0.weight" in tensors
+    save_file(tensors, str(saved / "model.safetensors"))
+    loaded, _ = load_checkpoint(saved)
+    assert torch.equal(_outputs(model), _outputs(loaded))
+
+
 def test_metadata_records_everything_needed(tmp_path: Path) -> None:
     model = build_tiny_model()
     save_checkpoint(
@@ -105,11 +124,11 @@ def _rewrite_meta(path: Path, **changes: object) -> None:
 def _rewrite_tensors(path: Path, change: str) -> None:
     tensors = load_file(str(path / "model.safetensors"))
     if change == "drop":
-        del tensors["classifier.0.weight"]
+        del tensors["heads.0.classifier.0.weight"]
     elif change == "add":
         tensors["extra.weight"] = torch.zeros(2)
     else:
-        tensors["classifier.0.weight"] = torch.zeros(3, 3)
+        tensors["heads.0.classifier.0.weight"] = torch.zeros(3, 3)
     save_file(tensors, str(path / "model.safetensors"))
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from fusion_testkit.factories import build_tiny_model, tiny_model_config
 from model.datasets import Dataset
@@ -118,6 +119,52 @@ def test_half_written_shards_are_ignored(tmp_path: Path, small_set: Dataset) -> 
     FeatureCache(tmp_path).get_or_compute(model, small_set, modalities=("image",))
     assert calls.counts["image"] == 20
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _wrong_width(shard: Path) -> None:
+    rows = load_file(str(shard))["features"].shape[0]
+    save_file({"features": torch.zeros(rows, 3)}, str(shard))
+
+
+def _one_row_short(shard: Path) -> None:
+    save_file({"features": load_file(str(shard))["features"][1:].contiguous()}, str(shard))
+
+
+def _half_the_bytes(shard: Path) -> None:
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+
+def _key_list_not_json(shard: Path) -> None:
+    shard.with_suffix(".json").write_text('{"keys": ["ab', encoding="utf-8")
+
+
+UNUSABLE_SHARDS = {
+    "wrong-width": _wrong_width,
+    "one-row-short": _one_row_short,
+    "half-the-bytes": _half_the_bytes,
+    "key-list-not-json": _key_list_not_json,
+}
+
+
+@pytest.mark.parametrize("corrupt", UNUSABLE_SHARDS.values(), ids=UNUSABLE_SHARDS.keys())
+def test_an_unusable_shard_is_encoded_again_and_replaced(
+    tmp_path: Path, small_set: Dataset, corrupt: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    model = build_tiny_model()
+    expected = FeatureCache(tmp_path).get_or_compute(model, small_set, modalities=("image",)).image
+    (shard,) = tmp_path.glob("image-*/*.safetensors")
+    corrupt(shard)
+    calls = EncoderCalls(model)
+
+    again = FeatureCache(tmp_path).get_or_compute(model, small_set, modalities=("image",)).image
+
+    assert calls.counts["image"] == 20
+    assert again is not None and expected is not None and torch.equal(again, expected)
+    assert any(str(shard.with_suffix(".json")) in r.getMessage() for r in caplog.records)
+    assert list(tmp_path.glob("image-*/*.safetensors")) == [shard]  # the new shard replaced it
+    calls.counts["image"] = 0
+    FeatureCache(tmp_path).get_or_compute(model, small_set, modalities=("image",))
+    assert calls.counts["image"] == 0
 
 
 def test_only_frozen_pretrained_encoders_are_cacheable() -> None:

@@ -70,10 +70,24 @@ def test_text_only_model_ignores_images() -> None:
 def test_modality_dropout_never_hides_both_modalities() -> None:
     model = build_tiny_model(modality_dropout=0.5).train()
     both = torch.ones(10_000, dtype=torch.bool)
-    image, text = model._modality_dropout(both, both)
+    image, text = model.heads[0]._modality_dropout(both, both)
     assert not (~image & ~text).any()
     assert 0.4 < (~image).float().mean() < 0.6
     assert 0.4 < (~text).float().mean() < 0.6
+
+
+def test_an_ensemble_answers_its_members_mean_probabilities() -> None:
+    model = build_tiny_model(members=3)
+    img, txt = _feats(model, batch=5)
+    both = torch.ones(5, dtype=torch.bool)
+    out = model.head(img, txt, both, both)
+    members = [member(img, txt, both, both) for member in model.heads]
+    assert out.member_logits is not None and out.member_logits.shape == (3, 5, 2)
+    expected = torch.stack([m.logits.softmax(-1) for m in members]).mean(0)
+    assert torch.allclose(out.logits.softmax(-1), expected, atol=1e-6)
+    assert out.gate is not None
+    assert torch.allclose(out.gate, torch.stack([m.gate for m in members if m.gate is not None]).mean(0))
+    assert not torch.allclose(members[0].logits, members[1].logits)  # each member has its own weights
 
 
 def test_modality_dropout_is_off_in_eval_mode() -> None:

@@ -12,6 +12,7 @@ from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset
 from model.distributed import Ranks
 from model.features import FeatureCache
+from model.prepared_data import batch_features, head_output, iter_batches, prepare_data
 from model.progress import Progress
 from model.training import TrainingCancelled, TrainResult, epoch_batches, train
 
@@ -125,6 +126,21 @@ def test_a_warm_feature_cache_trains_the_same_model_as_a_cold_one(
     cold, warm = (train(config, one_epoch, small, cache=FeatureCache(tmp_path)).model for _ in range(2))
     cold_state, warm_state = cold.state_dict(), warm.state_dict()
     assert all(torch.equal(cold_state[key], warm_state[key]) for key in cold_state)
+
+
+def test_every_ensemble_member_learns_the_task_on_its_own(
+    xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset, demo_dev: Dataset
+) -> None:
+    config = dataclasses.replace(xor_model_config, members=3)
+    model = train(config, xor_train_config, demo_train, demo_dev).model.eval()
+    data = prepare_data(model, demo_dev)
+    ((rows, pixels),) = iter_batches(model, data, [list(range(len(data)))], augment=False, num_workers=0)
+    with torch.no_grad():
+        out = head_output(model, *batch_features(model, data, rows, pixels), len(rows), "fusion")
+    assert out.member_logits is not None
+    for logits in out.member_logits:  # each member alone, not only their average
+        assert (logits.argmax(-1) == data.labels).float().mean() >= 0.9
+    assert not torch.allclose(out.member_logits[0], out.member_logits[1])
 
 
 def test_a_tail_too_small_for_every_rank_joins_the_batch_before() -> None:

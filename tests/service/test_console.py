@@ -1,14 +1,19 @@
-"""The web console in a real browser (Debian's Chromium via Playwright) against a real `python -m service`.
+"""The web console in real browsers (Debian's Chromium and Firefox ESR, both through Playwright) against a
+real `python -m service`.
 
 One server for the module: a tiny active model, an API key, and the training worker started by the API so
-that jobs really run. Every request each page makes is recorded; any to another host fails the test.
-Set CONSOLE_SCREENSHOT_DIR (e.g. docs/img) to save a screenshot of each view on the way.
+that jobs really run. Every test runs in each browser (Firefox over WebDriver BiDi, which a stock Firefox
+speaks: see fusion_testkit.browser); a browser that is not installed skips its tests with the reason.
+Every request each page makes is recorded, and so is every error the page shows (a script's, or what its
+Content-Security-Policy refuses: Chromium logs those as console errors, Firefox as page errors); a request to
+another host or any such error fails the test.
+Set CONSOLE_SCREENSHOT_DIR (e.g. docs/img) to save screenshots on the way: each view in Chromium, the Try it
+view in Firefox (console-firefox.png).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from fusion_testkit.browser import CHROMIUM, CHROMIUM_ARGS
+from fusion_testkit.browser import CHROMIUM_BROWSER, FIREFOX_BROWSER, SystemBrowser
 from fusion_testkit.factories import make_jpeg, save_tiny_checkpoint
 from fusion_testkit.jobs import TINY_JOB_PARAMS
 from fusion_testkit.processes import free_port
@@ -27,13 +32,18 @@ from fusion_testkit.zips import demo_zip, valid_entries, zip_entries
 from service.runtime.model_store import ModelStore
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Locator, Page, Request
+    from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Request, Response
 
 API_KEY = "console-test-key"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 # Schemes the page may use without a network request: object URLs of chosen files, inline data.
 LOCAL_SCHEMES = {"blob", "data", "about"}
+# How Chromium logs any HTTP error answer, e.g. the 401 or 404 the key check asks for on purpose: the
+# console's own files answering an error are recorded from the responses instead.
+HTTP_ERROR_NOTE = "Failed to load resource: the server responded with a status of"
+# Playwright's screenshots in Firefox put a <style> of their own into the page, which its CSP refuses.
+SCREENSHOT_STYLE_REFUSAL = "settings blocked an inline style (style-src-elem)"
 TIMEOUT_MS = 30_000
 JOB_TIMEOUT_MS = 240_000
 
@@ -52,10 +62,21 @@ class ConsoleServer:
 
 @dataclass
 class RecordedPage:
-    """A page of a fresh browser context and every request that context made."""
+    """A page of a fresh browser context, every request that context made and every error its page showed."""
 
     page: Page
+    browser: str  # Playwright's name of the browser: chromium or firefox
     requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    screenshots: bool = False  # whether `screenshot` took any (CONSOLE_SCREENSHOT_DIR)
+
+    def page_errors(self) -> list[str]:
+        """The errors that are the console's (not those of Playwright's own screenshot styles)."""
+        return [e for e in self.errors if not (self.screenshots and SCREENSHOT_STYLE_REFUSAL in e)]
+
+    def unique(self, name: str) -> str:
+        """`name` for this browser's run (a dataset per browser: the server is shared by both runs)."""
+        return f"{name}-{self.browser}"
 
 
 @pytest.fixture(scope="module")
@@ -92,37 +113,56 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
         server.kill_everything()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium driven by Playwright; the module is skipped without them."""
+@pytest.fixture(scope="module", params=[CHROMIUM_BROWSER, FIREFOX_BROWSER], ids=lambda system: system.name)
+def browser(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Debian's Chromium, then Firefox ESR, driven by Playwright; each is skipped where it is missing."""
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
     )
-    if not CHROMIUM.is_file() and shutil.which("chromium") is None:
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    executable = str(CHROMIUM) if CHROMIUM.is_file() else shutil.which("chromium")
+    system: SystemBrowser = request.param
+    missing = system.missing()
+    if missing:
+        pytest.skip(missing)
     with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        options = system.launch_options(tmp_path_factory.mktemp(system.name))
+        launched = getattr(playwright, system.name).launch(**options)
         yield launched
         launched.close()
 
 
 @pytest.fixture
 def console(browser: Browser, console_server: ConsoleServer) -> Iterator[RecordedPage]:
-    """The console opened at `/` in a fresh context (empty sessionStorage) that records every request."""
+    """The console opened at `/` in a fresh context (empty sessionStorage) that records every request and
+    every error of the page; at the end, any request to another host or any error fails the test."""
     context = browser.new_context(viewport=DESKTOP)
     context.set_default_timeout(TIMEOUT_MS)
-    recorded = RecordedPage(context.new_page())
+    recorded = RecordedPage(context.new_page(), browser.browser_type.name)
 
     def record(request: Request) -> None:
         recorded.requests.append(request.url)
 
+    def note_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not message.text.startswith(HTTP_ERROR_NOTE):
+            recorded.errors.append(message.text)
+
+    def note_response(response: Response) -> None:
+        if urlsplit(response.url).path.startswith("/console/") and response.status >= 400:
+            recorded.errors.append(f"{response.status} for {response.url}")
+
+    def note_page_error(error: Exception) -> None:
+        recorded.errors.append(str(error))
+
     context.on("request", record)
+    context.on("response", note_response)
+    recorded.page.on("console", note_console)
+    recorded.page.on("pageerror", note_page_error)
     recorded.page.goto(console_server.url + "/")
     recorded.page.wait_for_selector("body[data-ready='1']")
     yield recorded
     context.close()
     assert_only_server(recorded.requests, console_server.url)
+    errors = recorded.page_errors()
+    assert not errors, f"the console showed errors in {recorded.browser}: {errors}"
 
 
 def assert_only_server(requests: list[str], server_url: str) -> None:
@@ -170,6 +210,9 @@ def start_job(page: Page, dataset: str, params: dict[str, Any]) -> None:
         elif control.evaluate("el => el.tagName") == "SELECT":
             control.select_option(str(value))
         else:
+            # Emptied first: over WebDriver BiDi, Playwright's fill cannot select the default in a number
+            # input of a stock Firefox and would append to it (224 -> 22432); a person's Ctrl+A works.
+            control.clear()
             control.fill(str(value))
     page.get_by_role("button", name="Start job").click()
 
@@ -179,12 +222,20 @@ def job_field(page: Page, name: str) -> Locator:
     return page.locator(f"#job-form-area [data-field='{name}'] :is(input, select)")
 
 
-def screenshot(page: Page, name: str) -> None:
-    """Save docs-style screenshots when CONSOLE_SCREENSHOT_DIR is set."""
+def screenshot(console: RecordedPage, view: str) -> None:
+    """With CONSOLE_SCREENSHOT_DIR set, save the docs' picture of `view`: console-<view>.png from Chromium,
+    and one from Firefox, of Try it, as console-firefox.png."""
     target = os.environ.get("CONSOLE_SCREENSHOT_DIR")
+    if console.browser == CHROMIUM_BROWSER.name:
+        name = f"console-{view}.png"
+    elif view == "try":
+        name = f"console-{console.browser}.png"
+    else:
+        return
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"console-{name}.png"), full_page=True)
+        console.screenshots = True
+        console.page.screenshot(path=str(Path(target) / name), full_page=True)
 
 
 # The innermost elements that stick out of the window on the right, outside a scrolling container.
@@ -200,6 +251,30 @@ def wider_than_the_window(page: Page) -> list[str]:
     """What makes the page wider than the window (nothing when it fits)."""
     found: Any = page.evaluate(WIDER_THAN_THE_WINDOW)
     return list(found)
+
+
+# The focused element as `tag#id`, or `tag:its text` without an id (null: nothing in the page is).
+FOCUSED = """() => {
+  const el = document.activeElement;
+  if (!el || el === document.body) return null;
+  const text = (el.getAttribute("aria-label") || el.textContent || "").trim().replace(/\\s+/g, " ");
+  return el.id ? `${el.tagName.toLowerCase()}#${el.id}` : `${el.tagName.toLowerCase()}:${text.slice(0, 60)}`;
+}"""
+MAX_TABS = 120
+
+
+def tab_stops(page: Page) -> list[str]:
+    """What Tab focuses, in order, from the page's first link (Skip to content) until it comes round again."""
+    page.get_by_role("link", name="Skip to content").focus()
+    stops: list[str] = [page.evaluate(FOCUSED)]
+    for _ in range(MAX_TABS):
+        page.keyboard.press("Tab")
+        stop = page.evaluate(FOCUSED)
+        if stop == stops[0]:
+            break
+        if stop is not None:  # past the last element, focus may be in the browser's own toolbar
+            stops.append(stop)
+    return stops
 
 
 # ---- served by the app itself -------------------------------------------------------------------------
@@ -241,6 +316,77 @@ def test_without_a_key_changes_are_disabled_and_a_wrong_key_reads_401(console: R
     assert page.evaluate("localStorage.length") == 0 and page.evaluate("document.cookie") == ""
 
 
+def test_every_view_renders_styled_and_without_errors(
+    console: RecordedPage, console_server: ConsoleServer
+) -> None:
+    page = console.page
+    active = console_server.store.active_version()
+    assert page.locator(".tabs").evaluate("el => getComputedStyle(el).display") == "flex"  # console.css
+    open_view(page, "Try it")
+    page.wait_for_selector(f"#try-model:has-text('Active model {active}')")
+    open_view(page, "Datasets")
+    page.wait_for_selector("#ds-list > :is(.cards, p.muted)")
+    open_view(page, "Jobs")
+    assert job_field(page, "params.epochs").input_value() == "30"
+    page.wait_for_selector("#job-list > *")
+    open_view(page, "Models")
+    page.wait_for_selector(f"table.models th[data-version='{active}'] .active-badge")
+    assert page.title() == "Models · Fusion console"
+    assert not console.page_errors()
+
+
+def test_try_it_predicts_a_jpeg_and_draws_the_probabilities(
+    console: RecordedPage, console_server: ConsoleServer, tmp_path: Path
+) -> None:
+    page = console.page
+    active = console_server.store.active_version()
+    open_view(page, "Try it")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(make_jpeg((30, 90, 200), size=(64, 48)))
+    page.locator("#try-image").set_input_files(str(photo))
+    preview = page.locator("img.preview")
+    preview.wait_for()
+    page.wait_for_function("document.querySelector('img.preview').naturalWidth === 64")  # the blob: URL
+    page.get_by_label("Caption").fill("a calm blue sea")
+    page.get_by_role("button", name="Predict").click()
+    label = page.locator("#try-label").inner_text()
+    assert page.locator("#try-version").inner_text() == active
+    bars = page.locator("#try-result .bars li")
+    names = bars.evaluate_all("els => els.map(e => e.dataset.name)")
+    assert sorted(names) == ["negative", "positive"] and label in names
+    assert page.locator("#try-result .bars li.best-bar").get_attribute("data-name") == label
+    # Each bar's fill is its share of the track: the percentage shown, drawn through the CSSOM.
+    shown = [float(text.rstrip(" %")) for text in bars.locator(".bar-value").all_inner_texts()]
+    assert abs(sum(shown) - 100) < 0.2, shown
+    drawn = bars.evaluate_all(
+        """els => els.map(e => e.querySelector('.bar-fill').getBoundingClientRect().width
+                          / e.querySelector('.bar-track').clientWidth)"""
+    )
+    assert all(abs(100 * fraction - value) < 2 for fraction, value in zip(drawn, shown, strict=True)), drawn
+
+
+def test_the_keyboard_reaches_the_main_controls(console: RecordedPage) -> None:
+    page = console.page
+    use_key(page, API_KEY)
+    page.wait_for_selector("#auth-status[data-state='accepted']")
+    everywhere = {"a:Try it", "a:Datasets", "a:Jobs", "a:Models", "input#api-key", "button:Use key"}
+    controls = {
+        "Try it": {"label:Drop a photo here, or press to choose one", "textarea#try-text", "button:Predict"},
+        "Datasets": {"input#ds-name", "input#ds-file", "input#ds-skip", "button#ds-upload"},
+        "Jobs": {
+            "input#field-dataset",
+            "input#field-params-epochs",
+            "select#field-promote",
+            "button#job-start",
+        },
+    }
+    for view, expected in controls.items():
+        open_view(page, view)
+        stops = tab_stops(page)
+        missing = (everywhere | expected) - set(stops)
+        assert not missing, f"Tab never reaches {missing} in {view}: {stops}"
+
+
 def test_a_refused_upload_shows_its_problem_at_the_field(console: RecordedPage, tmp_path: Path) -> None:
     page = console.page
     use_key(page, API_KEY)
@@ -260,7 +406,7 @@ def test_a_refused_upload_shows_its_problem_at_the_field(console: RecordedPage, 
     assert "422 invalid_dataset" in box.inner_text()
     problems = box.locator("ul.problems li").all_inner_texts()
     assert any("images/1.jpg" in problem for problem in problems), problems
-    screenshot(page, "datasets-refused")
+    screenshot(console, "datasets-refused")
     page.get_by_label("Name").fill("bad name!")
     page.get_by_role("button", name="Upload").click()
     assert page.locator("#ds-name-error").inner_text().startswith("name: must match")
@@ -278,15 +424,16 @@ def test_upload_train_promote_predict_and_roll_back(
     open_view(page, "Datasets")
     archive = tmp_path / "demo.zip"
     archive.write_bytes(demo_zip(tmp_path, n_per_class=6))
-    page.get_by_label("Name").fill("demo")
+    demo = console.unique("demo")
+    page.get_by_label("Name").fill(demo)
     page.get_by_label("Zip file").set_input_files(str(archive))
     page.get_by_role("button", name="Upload").click()
     assert "uploaded" in page.locator("#ds-outcome .ok").inner_text()
-    card = page.locator("article.dataset[data-name='demo']")
+    card = page.locator(f"article.dataset[data-name='{demo}']")
     assert card.locator(".samples").inner_text() == "12"
     bars = card.locator(".bars li").evaluate_all("els => els.map(e => e.dataset.name)")
     assert set(bars) == {"negative", "positive"}
-    screenshot(page, "datasets")
+    screenshot(console, "datasets")
 
     # Jobs: the form from the schema, tiny params, live progress to the end, promoted by if_better.
     open_view(page, "Jobs")
@@ -297,8 +444,8 @@ def test_upload_train_promote_predict_and_roll_back(
     page.get_by_label("send cv").check()
     assert cv_folds.is_visible()
     page.get_by_label("send cv").uncheck()
-    job_field(page, "test").fill("demo:dev")
-    start_job(page, "demo", {**TINY_JOB_PARAMS, "epochs": 2})
+    job_field(page, "test").fill(f"{demo}:dev")
+    start_job(page, demo, {**TINY_JOB_PARAMS, "epochs": 2})
     page.wait_for_selector("#job-status:text-is('succeeded')", timeout=JOB_TIMEOUT_MS)
     assert page.locator("#job-stage").inner_text() == "stage: done"
     assert page.locator("#job-detail .progress-line progress").evaluate("el => el.value") == 1
@@ -314,7 +461,7 @@ def test_upload_train_promote_predict_and_roll_back(
     report.wait_for_load_state()
     assert report.evaluate("document.contentType") == "image/png"
     report.close()
-    screenshot(page, "jobs")
+    screenshot(console, "jobs")
 
     # Try it: a real JPEG and a caption answered by the new version.
     open_view(page, "Try it")
@@ -329,13 +476,13 @@ def test_upload_train_promote_predict_and_roll_back(
     page.get_by_role("button", name="Explain").click()
     page.wait_for_selector("#try-explanation h3:text-is('Image only')")
     assert page.locator("#try-explanation .card").count() == 3
-    screenshot(page, "try")
+    screenshot(console, "try")
 
     # Models: both versions side by side, the new one active; roll back with the keyboard.
     open_view(page, "Models")
     header = page.locator(f"table.models th[data-version='{new_version}']")
     assert "active" in header.inner_text()
-    screenshot(page, "models")
+    screenshot(console, "models")
     page.locator(f"table.models button[data-version='{console_server.first_version}']").focus()
     page.keyboard.press("Enter")
     dialog = page.locator("dialog#confirm")
@@ -350,17 +497,18 @@ def test_upload_train_promote_predict_and_roll_back(
     for view in ("Try it", "Datasets", "Jobs", "Models"):
         open_view(page, view)
         assert not wider_than_the_window(page), f"{view} is wider than a phone"
-    screenshot(page, "models-phone")
+    screenshot(console, "models-phone")
     assert_only_server(console.requests, console_server.url)
 
 
 def test_a_failed_job_says_why(console: RecordedPage, console_server: ConsoleServer, tmp_path: Path) -> None:
-    upload_demo(console_server, tmp_path, "fails")
+    fails = console.unique("fails")
+    upload_demo(console_server, tmp_path, fails)
     page = console.page
     use_key(page, API_KEY)
     open_view(page, "Jobs")
     # The server and its worker have one CPU: two training processes are refused when the job starts.
-    start_job(page, "fails", {**TINY_JOB_PARAMS, "epochs": 1, "nproc": 2})
+    start_job(page, fails, {**TINY_JOB_PARAMS, "epochs": 1, "nproc": 2})
     page.wait_for_selector("#job-status:text-is('failed')", timeout=JOB_TIMEOUT_MS)
     assert "nproc: 2 training processes" in page.locator("#job-error").inner_text()
 
@@ -368,11 +516,12 @@ def test_a_failed_job_says_why(console: RecordedPage, console_server: ConsoleSer
 def test_a_running_job_can_be_cancelled(
     console: RecordedPage, console_server: ConsoleServer, tmp_path: Path
 ) -> None:
-    upload_demo(console_server, tmp_path, "cancels")
+    cancels = console.unique("cancels")
+    upload_demo(console_server, tmp_path, cancels)
     page = console.page
     use_key(page, API_KEY)
     open_view(page, "Jobs")
-    start_job(page, "cancels", {**TINY_JOB_PARAMS, "epochs": 500})
+    start_job(page, cancels, {**TINY_JOB_PARAMS, "epochs": 500})
     page.wait_for_selector("#job-stage:text-is('stage: training')", timeout=JOB_TIMEOUT_MS)
     page.get_by_role("button", name="Cancel job").click()
     page.wait_for_selector("#job-status:text-is('cancelled')", timeout=JOB_TIMEOUT_MS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from fastapi.testclient import TestClient
 
 
@@ -43,3 +45,16 @@ def test_unexpected_exception_is_a_bare_500(empty_client: TestClient) -> None:
     assert _error(response.json())["code"] == "internal_error"
     assert "secret" not in response.text and "Traceback" not in response.text
     assert response.headers["x-request-id"] == "trace-me-1"
+
+
+def test_a_write_that_runs_out_of_disk_space_is_507_without_internals(empty_client: TestClient) -> None:
+    def fill_the_disk() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/srv/secret/upload.zip")
+
+    empty_client.app.add_api_route("/fill", fill_the_disk)  # type: ignore[attr-defined]
+    response = empty_client.get("/fill", headers={"X-Request-ID": "trace-me-2"})
+    assert response.status_code == 507
+    error = _error(response.json())
+    assert error["code"] == "insufficient_storage" and "no space left on the device" in str(error["message"])
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert response.headers["x-request-id"] == "trace-me-2"
