@@ -59,9 +59,32 @@ def _server_account() -> tuple[list[str], pwd.struct_passwd | None]:
     raise PostgresUnavailable("running as root and no runuser + postgres/nobody account to run the server as")
 
 
+class PgServer:
+    """A running throwaway cluster: its URL, and a stop and a start (a restart keeps port and data)."""
+
+    def __init__(self, pg_ctl: list[str], root: Path, port: int, durable: bool) -> None:
+        self.url = f"postgresql://fusion@127.0.0.1:{port}/postgres"
+        self._pg_ctl = pg_ctl
+        self._log = root / "server.log"
+        self._options = (
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync={'on' if durable else 'off'}"
+        )
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        _run(
+            "pg_ctl start",
+            [*self._pg_ctl, "-l", str(self._log), "-w", "-t", "30", "-o", self._options, "start"],
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (`fast`: clients are disconnected, as in a restart; `immediate`: a crash)."""
+        subprocess.run([*self._pg_ctl, "-m", mode, "-w", "stop"], capture_output=True, check=False)
+
+
 @contextmanager
-def throwaway_cluster(*, durable: bool = False) -> Iterator[str]:
-    """Start a cluster in a temporary directory and yield its URL (superuser ``fusion``, trust auth).
+def throwaway_server(*, durable: bool = False) -> Iterator[PgServer]:
+    """Start a cluster in a temporary directory (superuser ``fusion``, trust auth); removed on exit.
 
     ``durable=False`` turns fsync off, which makes tests faster; benchmarks pass True to measure commits
     as a production server makes them.
@@ -89,20 +112,18 @@ def throwaway_cluster(*, durable: bool = False) -> Iterator[str]:
             "--no-sync",
         ]
         _run("initdb", [*prefix, *initdb, "-D", str(data)])
-        port = free_port()
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync={'on' if durable else 'off'}"
-        pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)]
-        _run(
-            "pg_ctl start",
-            [*pg_ctl, "-l", str(root / "server.log"), "-w", "-t", "30", "-o", options, "start"],
-        )
+        server = PgServer([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)], root, free_port(), durable)
+        server.start()
         try:
-            yield f"postgresql://fusion@127.0.0.1:{port}/postgres"
+            yield server
         finally:
-            subprocess.run(
-                [*pg_ctl, "-m", "immediate", "-w", "stop"],
-                capture_output=True,
-                check=False,
-            )
+            server.stop("immediate")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_cluster(*, durable: bool = False) -> Iterator[str]:
+    """`throwaway_server`'s URL, for callers that never restart it."""
+    with throwaway_server(durable=durable) as server:
+        yield server.url

@@ -1,4 +1,4 @@
-"""Child processes: own process group, log file, readiness, free ports; RSS, CPU, children from ``/proc``."""
+"""Child processes: own process group, log file, readiness, free ports; RSS, CPU, fds, children (`/proc`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -69,6 +69,17 @@ def managed(cmd: Sequence[str], *, env: dict[str, str], cwd: Path, log: Path) ->
         process.stop()
 
 
+def wait_until(
+    what: str, predicate: Callable[[], bool], timeout_s: float = 60.0, every_s: float = 0.05
+) -> None:
+    """Poll `predicate` until it is true; AssertionError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(every_s)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -105,6 +116,11 @@ def wait_ready(server: ManagedProcess, url: str, timeout_s: float) -> float:
     raise RuntimeError(f"{url} not ready after {timeout_s:.0f} s:\n{server.log_tail()}")
 
 
+def open_fds(pid: int) -> int:
+    """Open file descriptors of ``pid`` (Linux ``/proc``; the process must be ours or readable)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process in MiB (0 once it is gone)."""
     try:
@@ -120,6 +136,14 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def stopped(pid: int) -> bool:
+    """Whether `pid` is stopped by a signal (state T, e.g. after SIGSTOP)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] == "T"
+    except (OSError, IndexError):
+        return False
 
 
 def alive(pid: int) -> bool:

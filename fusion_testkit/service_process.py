@@ -21,6 +21,9 @@ from fusion_testkit.processes import HOST, ManagedProcess, children, wait_ready
 from model.demo_data import write_demo_dataset
 from service.runtime.model_store import ModelStore
 
+REPO = Path(__file__).resolve().parents[1]
+STOP_AT_DIR = Path(__file__).resolve().parent / "stop_at"
+
 _started: list[ServiceProcess] = []
 
 
@@ -45,6 +48,17 @@ def predict_files(index: int, image: bytes | None = None) -> list[tuple[str, Any
     return [("image", (f"{index}.jpg", data, "image/jpeg")), ("text", (None, f"caption number {index}"))]
 
 
+def python_path(*first: Path) -> str:
+    """A PYTHONPATH that imports this checkout's packages (after `first`), whatever the venv installed."""
+    return os.pathsep.join(filter(None, [*map(str, first), str(REPO), os.environ.get("PYTHONPATH")]))
+
+
+def stop_at_env(target: str, process: str = "service.worker") -> dict[str, str]:
+    """Settings that make `python -m <process>` stop itself (SIGSTOP) at its first call of `target`
+    (`module:Qualified.name`): see fusion_testkit/stop_at/sitecustomize.py."""
+    return {"PYTHONPATH": python_path(STOP_AT_DIR), "TESTKIT_STOP_AT": target, "TESTKIT_STOP_IN": process}
+
+
 def is_worker(pid: int) -> bool:
     """Whether `pid` is alive and a training worker (`python -m service.worker`)."""
     try:
@@ -54,7 +68,8 @@ def is_worker(pid: int) -> bool:
 
 
 class ServiceProcess:
-    """`python -m service` on 127.0.0.1:`port` with the given FUSION_* settings, run from `root`."""
+    """`python -m service` on 127.0.0.1:`port` with the given FUSION_* settings (and any other variables),
+    run from `root`."""
 
     def __init__(self, root: Path, port: int, settings: dict[str, str]) -> None:
         self.root = root
@@ -69,6 +84,7 @@ class ServiceProcess:
                 "FUSION_DATA_DIR": str(root / "data"),
                 "FUSION_DEVICE": "cpu",
                 "FUSION_LOG_LEVEL": "warning",
+                "PYTHONPATH": python_path(),  # the server runs this checkout's code, not another's
                 **settings,
             }
         )

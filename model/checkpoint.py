@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from model.atomic import fsync
+from model.atomic import fsync, remove_abandoned, temp_folder
 from model.config import ModelConfig, TrainConfig
 from model.fusion import FusionClassifier, upgrade_state_dict
 from model.text import Vocabulary
@@ -22,6 +22,7 @@ from model.text import Vocabulary
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "config.json"
+TEMP_INFIX = ".tmp-"  # a save in progress is the folder `.<name>.tmp-<hex>` beside its final place
 
 
 class CheckpointError(ValueError):
@@ -65,22 +66,26 @@ def save_checkpoint(
         raise CheckpointError(f"{META_FILE}: metadata is not plain JSON ({exc})") from exc
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
-        (tmp / META_FILE).write_text(meta_text, encoding="utf-8")
-        for name in (WEIGHTS_FILE, META_FILE):
-            fsync(tmp / name)
-        fsync(tmp)
-        if path.exists():  # appeared while we were writing; rename would replace an empty directory
-            raise CheckpointError(f"{path}: already exists")
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with temp_folder(path.parent / f".{path.name}{TEMP_INFIX}{uuid.uuid4().hex}") as tmp:
+        try:
+            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+            (tmp / META_FILE).write_text(meta_text, encoding="utf-8")
+            for name in (WEIGHTS_FILE, META_FILE):
+                fsync(tmp / name)
+            fsync(tmp)
+            if path.exists():  # appeared while we were writing; rename would replace an empty directory
+                raise CheckpointError(f"{path}: already exists")
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     fsync(path.parent)
     return path
+
+
+def remove_abandoned_saves(parent: str | Path) -> list[str]:
+    """Remove the temporary folders that saves into `parent` left when their process died; their names."""
+    return remove_abandoned(Path(parent), f".*{TEMP_INFIX}*")
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:

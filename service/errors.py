@@ -13,11 +13,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.disk_full import disk_full_reason
+from service.runtime.job_db import JobDatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
 # Location prefixes FastAPI puts in front of the field name.
 _LOCATION_PREFIXES = {"body", "query", "path", "header", "cookie", "form", "file"}
+# Retry-After of a 503 while the job database does not answer (a PostgreSQL restart takes seconds).
+JOB_DATABASE_RETRY_S = 5
 
 
 class APIError(Exception):
@@ -119,8 +122,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, _code_for(exc.status_code), message, None, exc.headers)
 
 
+async def _job_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobDatabaseUnavailable)
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    headers = {"Retry-After": str(JOB_DATABASE_RETRY_S)}
+    return error_response(503, "job_database_unavailable", f"{exc}; retry shortly", None, headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers; unexpected exceptions are turned into 500s by the request middleware."""
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(JobDatabaseUnavailable, _job_database_unavailable)

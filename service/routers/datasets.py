@@ -24,6 +24,7 @@ from service.runtime.dataset_store import (
 from service.schemas import examples
 from service.schemas.common import (
     INSUFFICIENT_STORAGE,
+    JOB_DATABASE_UNAVAILABLE,
     UNAUTHORIZED,
     ErrorDoc,
     error_responses,
@@ -202,6 +203,7 @@ async def get_dataset(name: DatasetName, store: DatasetStoreDep) -> DatasetPubli
         204: {"description": "Deleted (no body)"},
         **error_responses(
             UNAUTHORIZED,
+            JOB_DATABASE_UNAVAILABLE,
             _NOT_FOUND,
             (
                 409,

@@ -14,11 +14,13 @@ from service.deps import DatasetStoreDep, JobStoreDep, SettingsDep
 from service.errors import APIError
 from service.reports import render_job_report
 from service.runtime.dataset_store import DatasetInfo, DatasetStore, DatasetStoreError
+from service.runtime.job_db import JobDatabaseUnavailable
 from service.runtime.job_record import Job, JobStatus
 from service.runtime.job_store import JobStore
 from service.schemas import examples
 from service.schemas.common import (
     INSUFFICIENT_STORAGE,
+    JOB_DATABASE_UNAVAILABLE,
     UNAUTHORIZED,
     ErrorDoc,
     error_responses,
@@ -27,7 +29,8 @@ from service.schemas.common import (
 from service.schemas.jobs import JobCreate, JobList, JobPublic
 from service.security import RequireKey
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+# Every job route reads the job database: with PostgreSQL away, each answers 503 with a Retry-After.
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(JOB_DATABASE_UNAVAILABLE))
 
 JobId = Annotated[
     str,
@@ -263,10 +266,16 @@ async def _events(request: Request, jobs: JobStore, job_id: str) -> AsyncIterato
     last = ""
     last_sent = time.monotonic()
     while True:
-        job = await asyncio.to_thread(jobs.get, job_id)
+        try:
+            job = await asyncio.to_thread(jobs.get, job_id)
+            payload = "" if job is None else (await asyncio.to_thread(_public, jobs, job)).model_dump_json()
+        except JobDatabaseUnavailable:  # the stream waits for the database to answer again
+            yield ": job database unavailable, retrying\n\n"
+            last_sent = time.monotonic()
+            await asyncio.sleep(EVENT_POLL_S)
+            continue
         if job is None:
             return
-        payload = (await asyncio.to_thread(_public, jobs, job)).model_dump_json()
         if payload != last:
             yield f"event: {'end' if job.finished else 'progress'}\ndata: {payload}\n\n"
             last, last_sent = payload, time.monotonic()

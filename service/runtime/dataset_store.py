@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.atomic import remove_abandoned, temp_folder
 from model.dataset_problems import summarize_problems
 from model.datasets import Dataset, DatasetError, load_dataset
 from model.manifests import MANIFEST_EXTENSIONS
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _TMP_PREFIX = ".tmp-"
-_STALE_TMP_S = 3600.0
 
 
 class DatasetStoreError(Exception):
@@ -193,12 +192,13 @@ class DatasetStore:
 
     @contextlib.contextmanager
     def staging_file(self) -> Iterator[Path]:
-        """A fresh path inside the datasets folder for an upload in transit; removed on exit."""
-        path = self.root / f"{_TMP_PREFIX}upload-{uuid.uuid4().hex}.zip"
-        try:
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
+        """A fresh path inside the datasets folder for an upload in transit (in a temp folder this process
+        holds, so that a restart after a kill removes it); removed on exit."""
+        with _temp_folder(self.root, "upload-") as folder:
+            try:
+                yield folder / "upload.zip"
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def create_from_zip(self, name: str, archive: Path, *, skip_invalid: bool = False) -> DatasetInfo:
         """Inspect every zip entry, extract into a temp dir, validate, then rename to `name` atomically.
@@ -208,23 +208,23 @@ class DatasetStore:
         check_name(name)
         if (self.root / name).exists():
             raise _exists(name)
-        tmp = Path(_mkdtemp(self.root))
-        try:
-            _extract(archive, tmp, self.limits)
-            info = _describe(name, tmp, strict=True, skip_invalid=skip_invalid)
-            with self._lock:
-                if (self.root / name).exists():
-                    raise _exists(name)
-                try:
-                    os.rename(tmp, self.root / name)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                        raise
-                    # The lock is per process: another API replica placed this name since the check.
-                    raise _exists(name) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with _temp_folder(self.root) as tmp:
+            try:
+                _extract(archive, tmp, self.limits)
+                info = _describe(name, tmp, strict=True, skip_invalid=skip_invalid)
+                with self._lock:
+                    if (self.root / name).exists():
+                        raise _exists(name)
+                    try:
+                        os.rename(tmp, self.root / name)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                            raise
+                        # The lock is per process: another API replica placed this name since the check.
+                        raise _exists(name) from None
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         # The sample paths were validated under the temp name; the summary is the same under the final one.
         self._info_cache[name] = (_signature(self.root / name), info)
         log.info("dataset %s created: %d samples", name, info.samples)
@@ -239,32 +239,26 @@ class DatasetStore:
             path.unlink()
         else:
             # Renaming first makes the dataset disappear at once even if deleting its files takes a while.
-            doomed = Path(_mkdtemp(self.root))
-            os.rename(path, doomed / name)
-            shutil.rmtree(doomed, ignore_errors=True)
+            with _temp_folder(self.root) as doomed:
+                os.rename(path, doomed / name)
+                shutil.rmtree(doomed, ignore_errors=True)
         self._info_cache.pop(name, None)
         log.info("dataset %s deleted", name)
 
     def _remove_stale_temps(self) -> None:
-        """Clear temp dirs and uploads left by a crash (old ones only: another process may be uploading)."""
-        cutoff = time.time() - _STALE_TMP_S
-        for path in self.root.glob(f"{_TMP_PREFIX}*"):
-            with contextlib.suppress(OSError):
-                if path.lstat().st_mtime < cutoff:
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink()
+        """Clear the temp folders of uploads and deletes whose process died (a live one holds its lock)."""
+        removed = remove_abandoned(self.root, f"{_TMP_PREFIX}*")
+        if removed:
+            log.warning("removed the temp folders of interrupted uploads or deletes: %s", ", ".join(removed))
 
 
 def _exists(name: str) -> DatasetExists:
     return DatasetExists(f"a dataset named {name!r} already exists", field="name")
 
 
-def _mkdtemp(parent: Path) -> str:
-    path = parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-    path.mkdir(mode=0o755)
-    return str(path)
+def _temp_folder(parent: Path, kind: str = "") -> contextlib.AbstractContextManager[Path]:
+    """A new temp folder under `parent`, locked while in use (`model.atomic.temp_folder`)."""
+    return temp_folder(parent / f"{_TMP_PREFIX}{kind}{uuid.uuid4().hex}", mode=0o755)
 
 
 def _extract(archive: Path, dest: Path, limits: ZipLimits) -> None:

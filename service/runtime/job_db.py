@@ -2,27 +2,74 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from service.disk_full import disk_full_reason
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg.rows import DictRow
     from psycopg_pool import ConnectionPool
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 URL_SETTING = "FUSION_JOB_DB_URL"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+# How often a write that must not be lost is tried again while the job database does not answer.
+RETRY_S = 2.0
 # Any fixed number: every JobStore on one PostgreSQL database takes the same transaction-level lock.
 _WRITE_LOCK_KEY = 0x6A6F6273
 
 
 class JobDatabaseError(RuntimeError):
     """The job database cannot be used (bad URL, unreachable server); the message is one line."""
+
+
+class JobDatabaseUnavailable(JobDatabaseError):
+    """The job database does not answer right now (a server restarting, a network cut): a later call may."""
+
+
+def until_answered(
+    call: Callable[[], T],
+    *,
+    given_up: Callable[[], bool],
+    wait: Callable[[float], object] = time.sleep,
+    every_s: float = RETRY_S,
+    while_full: bool = False,
+) -> T:
+    """`call()`, tried again every `every_s` while the job database does not answer (and, `while_full`,
+    while its disk is full), until it works or `given_up()` (then the last error is raised): for writes
+    that must not be lost."""
+    waited = False
+    while True:
+        try:
+            result = call()
+        except Exception as exc:
+            if isinstance(exc, JobDatabaseUnavailable):
+                state = "unavailable"
+            elif while_full and disk_full_reason(exc) is not None:
+                state = "out of space"
+            else:
+                raise
+            if given_up():
+                raise
+            if not waited:
+                log.warning("job database %s (%s); retrying every %.0f s", state, exc, every_s)
+                waited = True
+            wait(every_s)
+            continue
+        if waited:
+            log.info("the job database takes writes again")
+        return result
 
 
 class Cursor(Protocol):
@@ -148,6 +195,7 @@ class PostgresDatabase(JobDatabase):
                 " (pip install 'fusion-service[postgres]')"
             ) from None
         self.url = url
+        self._operational_error = psycopg.OperationalError  # connection lost, server gone, pool timeout
         # One direct connection first: the pool would only report a timeout, not why the server refused.
         try:
             psycopg.connect(url, connect_timeout=max(1, round(connect_timeout_s))).close()
@@ -170,16 +218,26 @@ class PostgresDatabase(JobDatabase):
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        """A pooled connection, autocommit."""
-        with self._pool.connection() as conn:
+        """A pooled connection, autocommit; JobDatabaseUnavailable while the server does not answer."""
+        with self._unavailable(), self._pool.connection() as conn:
             yield _PostgresConnection(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A transaction holding an advisory lock that every job-store transaction takes first."""
-        with self._pool.connection() as conn, conn.transaction():
+        with self._unavailable(), self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK_KEY,))
             yield _PostgresConnection(conn)
+
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """Connection failures (no connection within the pool's timeout, one lost mid-statement) as
+        JobDatabaseUnavailable; the pool replaces broken connections, so a later call works again."""
+        try:
+            yield
+        except self._operational_error as exc:
+            reason = _without_password(" ".join(str(exc).split()), self.url)
+            raise JobDatabaseUnavailable(f"the job database does not answer: {reason}") from exc
 
     def column_names(self, conn: Connection, table: str) -> set[str]:
         """Columns from ``information_schema`` (of the schema first on the search path)."""

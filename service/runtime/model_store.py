@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from model.atomic import write_atomic
-from model.checkpoint import load_checkpoint, read_checkpoint_meta
+from model.checkpoint import load_checkpoint, read_checkpoint_meta, remove_abandoned_saves
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -101,6 +101,12 @@ class ModelStore:
             path = self.versions_dir / name
             if not path.exists():
                 return path
+
+    def remove_abandoned_saves(self) -> list[str]:
+        """Remove what checkpoint saves killed mid-write left in ``versions/`` (never listed); their names."""
+        if not self.versions_dir.is_dir():
+            return []
+        return remove_abandoned_saves(self.versions_dir)
 
     def active_version(self) -> str | None:
         """Name of the active version, or None when nothing was ever activated."""

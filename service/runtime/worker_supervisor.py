@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from service.runtime.job_db import until_answered
 from service.runtime.job_store import JobStore
 from service.settings import Settings
 from service.worker.identity import make_worker_id
@@ -159,11 +161,16 @@ class WorkerSupervisor:
             if self._stopping.is_set():
                 return
             reason = describe_exit(returncode)
-            try:
-                failed = ", ".join(self.job_store.fail_worker_jobs(worker_id, reason)) or "none"
+            try:  # waits out a restart of the job database, not a full one (the next worker's recovery waits)
+                failed = until_answered(
+                    functools.partial(self.job_store.fail_worker_jobs, worker_id, reason),
+                    given_up=self._stopping.is_set,
+                    wait=self._stopping.wait,
+                )
+                recorded = ", ".join(failed) or "none"
             except Exception as exc:  # e.g. a full job database: the next worker's recovery fails them
-                failed = f"not recorded ({type(exc).__name__}: {exc})"
-            log.error("%s (pid %s); jobs failed: %s", reason, process.pid, failed)
+                recorded = f"not recorded ({type(exc).__name__}: {exc})"
+            log.error("%s (pid %s); jobs failed: %s", reason, process.pid, recorded)
             # Back off while the child keeps dying soon after start; start over after a healthy run.
             if time.monotonic() - started_at > _HEALTHY_RUN_S:
                 delay = self.restart_delay_s

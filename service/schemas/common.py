@@ -18,6 +18,12 @@ UNAUTHORIZED: ErrorDoc = (
     "Authorization",
 )
 NOT_READY: ErrorDoc = (503, "not_ready", "no model version is active yet", None)
+JOB_DATABASE_UNAVAILABLE: ErrorDoc = (
+    503,
+    "job_database_unavailable",
+    "the job database does not answer: couldn't get a connection after 10.00 sec; retry shortly",
+    None,
+)
 # Any route that writes (a dataset, a job record, the active pointer) when the server's disk is full.
 INSUFFICIENT_STORAGE: ErrorDoc = (
     507,

@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from model.datasets import Dataset, DatasetError
 from service.runtime.dataset_store import DatasetStore
+from service.runtime.job_db import JobDatabaseUnavailable, until_answered
 from service.runtime.job_record import Job
 from service.runtime.job_store import JobStore
 from service.runtime.model_store import ModelStore, ModelStoreError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from model.runs import Trainer
 
 log = logging.getLogger("service.worker")
+T = TypeVar("T")
 
 _PROGRESS_EVERY_S = 0.5
 _LOG_EVERY_S = 5.0
@@ -50,7 +52,10 @@ class ProgressWriter:
             self.history.append({**entry, "fold": progress.fold} if progress.folds else entry)
         now = time.monotonic()
         if epoch_done or progress.stage != self._stage or now - self._written >= _PROGRESS_EVERY_S:
-            self.jobs.update_progress(self.job_id, snapshot, self.history if epoch_done else None)
+            try:
+                self.jobs.update_progress(self.job_id, snapshot, self.history if epoch_done else None)
+            except JobDatabaseUnavailable as exc:  # the job trains on; a later write carries the history
+                log.warning("job %s: progress not recorded: %s", self.job_id, exc)
             self._written = now
         if epoch_done or progress.stage != self._stage or now - self._logged >= _LOG_EVERY_S:
             self._log(progress)
@@ -90,6 +95,7 @@ class JobRunner:
         work_dir: Path,
         device: str,
         worker_id: str,
+        stopping: Callable[[], bool],
     ) -> None:
         self.jobs = jobs
         self.datasets = datasets
@@ -98,6 +104,7 @@ class JobRunner:
         self.work_dir = work_dir
         self.device = device
         self.worker_id = worker_id
+        self.stopping = stopping  # the worker stops: a write waiting for the job database gives up
 
     def run(self, job: Job, should_stop: Callable[[], bool]) -> None:
         """Train, save, promote and record `job`; JobError, JobLost, TrainingCancelled, DatasetError."""
@@ -148,7 +155,7 @@ class JobRunner:
                 on_progress=ProgressWriter(self.jobs, job.id),
                 should_stop=should_stop,
                 # Cancelled during the final evaluation: discard the model.
-                discard=lambda: self.jobs.cancel_requested(job.id),
+                discard=lambda: self._answered(lambda: self.jobs.cancel_requested(job.id)),
                 extra={
                     "job_id": job.id,
                     "dataset": job.dataset,
@@ -162,7 +169,7 @@ class JobRunner:
         assert path is not None  # the worker's own process saves
         # A job another worker declared dead reads "failed": its model must not go live. The saved version
         # stays in the store, inactive (an operator may still activate it by hand).
-        current = self.jobs.get(job.id)
+        current = self._answered(lambda: self.jobs.get(job.id))
         if current is None or not current.runs_on(self.worker_id):
             raise JobLost(f"trained; version {path.name} saved but not activated")
         onnx = export_for_serving(path)  # before promotion: a promoted version carries its graph
@@ -194,14 +201,16 @@ class JobRunner:
             "eta_s": 0.0,
             "fraction": 1.0,
         }
-        recorded = self.jobs.mark_succeeded(
-            job.id,
-            worker_id=self.worker_id,
-            metrics=metrics,
-            history=result.history,
-            model_version=path.name,
-            promoted=promotion["promoted"],
-            progress=done,
+        recorded = self._answered(
+            lambda: self.jobs.mark_succeeded(
+                job.id,
+                worker_id=self.worker_id,
+                metrics=metrics,
+                history=result.history,
+                model_version=path.name,
+                promoted=promotion["promoted"],
+                progress=done,
+            )
         )
         if not recorded:
             raise JobLost(f"trained and saved version {path.name} ({promotion['reason']})")
@@ -213,6 +222,10 @@ class JobRunner:
             value,
             promotion["reason"],
         )
+
+    def _answered(self, call: Callable[[], T]) -> T:
+        """`call()`, waiting while the job database does not answer (a restart), unless the worker stops."""
+        return until_answered(call, given_up=self.stopping)
 
     def _load_split(self, job: Job, ref: str, field: str, labels: Sequence[str]) -> Dataset:
         """A validation or test split, labelled like the training set; JobError naming `field`."""

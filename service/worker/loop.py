@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -13,6 +14,7 @@ from typing import TypeVar
 from model.datasets import DatasetError
 from service.disk_full import disk_full_reason
 from service.runtime.dataset_store import DatasetStore, DatasetStoreError
+from service.runtime.job_db import RETRY_S, JobDatabaseUnavailable, until_answered
 from service.runtime.job_record import Job
 from service.runtime.job_store import JobStore
 from service.runtime.model_store import ModelStore
@@ -24,12 +26,10 @@ from service.worker.job_run import JobRunner
 from service.worker.processes import remove_stale_work_dirs
 
 log = logging.getLogger("service.worker")
+T = TypeVar("T")
 
 _SWEEP_EVERY_S = 30.0
 _CANCEL_CHECK_EVERY_S = 0.5
-_FULL_DATABASE_RETRY_S = 1.0
-
-T = TypeVar("T")
 
 
 class _Heartbeat:
@@ -58,6 +58,8 @@ class _Heartbeat:
                     # check ends the job, and says so).
                     log.info("job %s: no longer running on this worker; heartbeats stop", self._job_id)
                     return
+            except JobDatabaseUnavailable as exc:  # a database restart must not kill the job either
+                log.warning("heartbeat of job %s not recorded: %s", self._job_id, exc)
             except Exception:  # a busy database must not kill the job; the next beat retries
                 log.warning("heartbeat of job %s failed", self._job_id, exc_info=True)
 
@@ -85,6 +87,7 @@ class Worker:
             work_dir=self.work_dir,
             device=settings.device,
             worker_id=self.worker_id,
+            stopping=lambda: self.stopping,
         )
         self._stop = threading.Event()
         self._last_sweep = 0.0
@@ -133,13 +136,21 @@ class Worker:
             self.settings.data_dir,
             self.settings.model_dir,
         )
-        self._when_space(self.recover)
-        remove_stale_work_dirs(self.work_dir, lambda: (job.id for job in self.jobs.running_jobs()))
+        self._answered(self.recover)
+        running = self._answered(self.jobs.running_jobs)
+        remove_stale_work_dirs(self.work_dir, lambda: (job.id for job in running))
+        abandoned = self.models.remove_abandoned_saves()
+        if abandoned:
+            log.warning("removed the checkpoint folders of saves killed mid-write: %s", ", ".join(abandoned))
         while not self.stopping:
-            if self.run_once() is None:
-                if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
-                    self._when_space(self.recover)
-                self._stop.wait(self.settings.worker_poll_interval_s)
+            try:
+                if self.run_once() is None:
+                    if time.monotonic() - self._last_sweep > _SWEEP_EVERY_S:
+                        self._answered(self.recover)
+                    self._stop.wait(self.settings.worker_poll_interval_s)
+            except JobDatabaseUnavailable as exc:  # a restart of the database: claim again once it answers
+                log.warning("%s; looking for jobs again in %.0f s", exc, RETRY_S)
+                self._stop.wait(RETRY_S)
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> Job | None:
@@ -164,11 +175,11 @@ class Worker:
         try:
             self._runner.run(job, self._should_stop(job.id))
         except TrainingCancelled:
-            if self.jobs.cancel_requested(job.id):
-                recorded = self.jobs.mark_cancelled(job.id, worker_id=self.worker_id)
+            if self._answered(lambda: self.jobs.cancel_requested(job.id)):
+                recorded = self._answered(lambda: self.jobs.mark_cancelled(job.id, worker_id=self.worker_id))
                 outcome = "cancelled; nothing was written to the model store"
             else:
-                recorded = self.jobs.requeue(job.id, worker_id=self.worker_id)
+                recorded = self._answered(lambda: self.jobs.requeue(job.id, worker_id=self.worker_id))
                 outcome = "worker stopping; job put back in the queue"
             if recorded:
                 log.info("job %s: %s", job.id, outcome)
@@ -191,33 +202,20 @@ class Worker:
                 self._fail(job, f"insufficient storage ({reason}): {type(exc).__name__}: {exc}")
 
     def _fail(self, job: Job, message: str) -> None:
-        if self._when_space(lambda: self.jobs.mark_failed(job.id, message, worker_id=self.worker_id)):
+        if self._answered(lambda: self.jobs.mark_failed(job.id, message, worker_id=self.worker_id)):
             log.error("job %s: failed: %s", job.id, message)
         else:
             self._lost(job, f"failed ({message})")
 
-    def _when_space(self, write: Callable[[], T]) -> T:
-        """Run `write` (a job's final write, a recovery sweep); while the job database is out of space, retry
-        until it takes writes again rather than die (and be restarted into the same full disk).
-
-        A worker stopped meanwhile gives up (raises): the next worker's recovery fails its job instead.
+    def _answered(self, write: Callable[[], T]) -> T:
+        """Run `write` (a job's final write, a recovery sweep), tried again while the job database cannot take
+        it: not answering (a restart), or out of space (rather than die and be restarted into the same full
+        disk). A worker stopped meanwhile gives up (raises): the next worker's recovery fails its job instead.
         """
-        waiting = False
-        while True:
-            try:
-                return write()
-            except Exception as exc:
-                if disk_full_reason(exc) is None or self.stopping:
-                    raise
-                if not waiting:
-                    log.error(
-                        "job database out of space (%s); retrying every %.0f s", exc, _FULL_DATABASE_RETRY_S
-                    )
-                    waiting = True
-                self._stop.wait(_FULL_DATABASE_RETRY_S)
+        return until_answered(write, given_up=lambda: self.stopping, wait=self._stop.wait, while_full=True)
 
     def _lost(self, job: Job, outcome: str) -> None:
-        current = self.jobs.get(job.id)
+        current = self._answered(lambda: self.jobs.get(job.id))
         status = "gone" if current is None else f"{current.status.value}, worker {current.worker_id}"
         log.warning(
             "job %s: %s, but it is no longer running on this worker (now %s); nothing recorded",
@@ -235,10 +233,12 @@ class Worker:
             nonlocal last_check, stop
             now = time.monotonic()
             if not stop and now - last_check >= _CANCEL_CHECK_EVERY_S:
-                job = self.jobs.get(job_id)
-                # Another worker fails a job whose heartbeats stopped: training on would promote a failed job.
-                stop = job is None or job.cancel_requested or not job.runs_on(self.worker_id)
-                last_check = now
+                # Through a database outage the job trains on: its final write waits for the database.
+                with contextlib.suppress(JobDatabaseUnavailable):
+                    job = self.jobs.get(job_id)
+                    # Another worker fails a job whose heartbeats stopped: training on would promote it.
+                    stop = job is None or job.cancel_requested or not job.runs_on(self.worker_id)
+                last_check = time.monotonic()
             return stop or self.stopping
 
         return should_stop

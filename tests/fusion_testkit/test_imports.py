@@ -27,6 +27,7 @@ MODULES = [
     "scripts.lock",
     "scripts.overload",
     "scripts.replicas_check",
+    "scripts.soak",
 ]
 CHECK = """
 import importlib, signal, sys, threading

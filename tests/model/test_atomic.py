@@ -1,14 +1,18 @@
-"""write_atomic: the old content or the new one, never a mix, and no temporary file left behind."""
+"""write_atomic: the old content or the new one, never a mix, and no temporary file left behind; temp folders:
+those of a writer that died are removed, those being written are not."""
 
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from model.atomic import write_atomic
+from model.atomic import remove_abandoned, temp_folder, write_atomic
 
 
 def test_new_content_replaces_the_old(tmp_path: Path) -> None:
@@ -58,3 +62,42 @@ def test_durable_write_syncs_the_file_before_the_rename_and_the_folder_after(
 
     assert events == ["file", "rename", "dir"]
     assert target.read_text() == "new"
+
+
+def _holder(folder: Path) -> subprocess.Popen[str]:
+    """Another process that makes `folder` with `temp_folder` and holds it until killed."""
+    code = (
+        "import sys, time; from pathlib import Path; from model.atomic import temp_folder\n"
+        "with temp_folder(Path(sys.argv[1])) as f:\n"
+        "    (f / 'part').write_bytes(b'half'); print('held', flush=True); time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline() == "held\n"
+    return child
+
+
+def test_the_temp_folder_of_a_killed_writer_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
+    killed, live = _holder(tmp_path / ".tmp-killed"), _holder(tmp_path / ".tmp-live")
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(30)
+
+        assert remove_abandoned(tmp_path, ".tmp-*") == [".tmp-killed"]
+        assert sorted(os.listdir(tmp_path)) == [".tmp-live"]
+        assert (tmp_path / ".tmp-live" / "part").read_bytes() == b"half"
+    finally:
+        for child in (killed, live):
+            child.kill()
+            child.wait(30)
+
+
+def test_a_temp_folder_held_in_this_process_is_kept_and_a_plain_leftover_file_removed(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-upload-old.zip").write_bytes(b"PK")  # never locked: nobody is writing it
+    (tmp_path / "dataset").mkdir()
+
+    with temp_folder(tmp_path / ".tmp-mine") as mine:
+        assert remove_abandoned(tmp_path, ".tmp-*") == [".tmp-upload-old.zip"]
+        assert mine.is_dir()
+
+    assert remove_abandoned(tmp_path, ".tmp-*") == [".tmp-mine"]
+    assert os.listdir(tmp_path) == ["dataset"]

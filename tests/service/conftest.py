@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from fusion_testkit.factories import SettingsFactory, VersionFactory, save_tiny_checkpoint
 from fusion_testkit.jobs import TINY_JOB_PARAMS
-from fusion_testkit.pg_cluster import PostgresUnavailable, throwaway_cluster
+from fusion_testkit.pg_cluster import PgServer, PostgresUnavailable, throwaway_server
 from model.demo_data import write_demo_dataset
 from service.app import create_app
 from service.runtime.model_store import ModelStore
@@ -127,16 +127,30 @@ def single_cpu() -> Iterator[None]:
 # ---- job database on PostgreSQL ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of a throwaway PostgreSQL cluster shared by the session; skips when none can be started."""
+@contextlib.contextmanager
+def _postgres_or_skip() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server; skips the test when psycopg or the server binaries are missing."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'fusion-service[postgres]')")
     with contextlib.ExitStack() as stack:
         try:
-            url = stack.enter_context(throwaway_cluster())
+            server = stack.enter_context(throwaway_server())
         except PostgresUnavailable as exc:
             pytest.skip(f"no PostgreSQL server for the tests: {exc}")
-        yield url
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a throwaway PostgreSQL cluster shared by the session; skips when none can be started."""
+    with _postgres_or_skip() as server:
+        yield server.url
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of the test's own, to stop and start; skips when none can be started."""
+    with _postgres_or_skip() as server:
+        yield server
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from service.runtime.model_store import ModelStore
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Request, Response
 
-REPO = Path(__file__).resolve().parents[2]
 API_KEY = "console-test-key"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -97,7 +96,6 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
             "FUSION_WORKER_POLL_INTERVAL_S": "0.2",
             "FUSION_MODEL_POLL_INTERVAL_S": "0.2",
             "FUSION_TORCH_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         },
     )
     # The server, and the worker it starts, inherit one CPU: torch's threads spin-wait each other on a

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from service.runtime.job_db import JobDatabaseError, SqliteDatabase, mask_password, open_job_database
+from service.runtime.job_db import (
+    JobDatabaseError,
+    JobDatabaseUnavailable,
+    SqliteDatabase,
+    mask_password,
+    open_job_database,
+    until_answered,
+)
 
 
 @pytest.mark.parametrize(
@@ -90,3 +97,24 @@ def test_a_password_libpq_cannot_parse_is_not_echoed(closed_port: int, tmp_path:
         open_job_database(url, tmp_path / "jobs.sqlite3")
 
     assert "zzss" not in str(raised.value)
+
+
+def test_until_answered_tries_again_while_the_database_is_away_and_stops_when_given_up() -> None:
+    answers: list[object] = [JobDatabaseUnavailable("down"), JobDatabaseUnavailable("down"), "done"]
+    waits: list[float] = []
+
+    def call() -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert until_answered(call, given_up=lambda: False, wait=waits.append, every_s=0.5) == "done"
+    assert waits == [0.5, 0.5]
+
+    def always_down() -> None:
+        raise JobDatabaseUnavailable("still down")
+
+    with pytest.raises(JobDatabaseUnavailable, match="still down"):
+        until_answered(always_down, given_up=lambda: True, wait=waits.append)
+    assert waits == [0.5, 0.5]  # given up at once: no wait
