@@ -173,8 +173,9 @@ def _quantize(source: Path, target: Path) -> None:
 
     # Matrix products only (MiniLM, projections, head): EfficientNet's depthwise convolutions lose too much
     # accuracy as int8 (measured in docs/PERFORMANCE.md) and are a small share of the CPU time.
-    # Per-channel scales with 7-bit weights (reduce_range: no saturation on CPUs without VNNI): on an MVSA
-    # checkpoint they raised agreement with fp32 from 94.2 % (per-tensor) to 98.0 %.
+    # Per-channel scales with 7-bit weights (reduce_range: no saturation on CPUs without VNNI): 98.44 %
+    # agreement with fp32 on MVSA dev, where per-tensor weights had 97.78 % on an earlier checkpoint
+    # (docs/PERFORMANCE.md).
     quantize_dynamic(
         str(source),
         str(target),
