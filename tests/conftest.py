@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import faulthandler
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -39,3 +42,19 @@ def png_bytes() -> bytes:
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """An untrained tiny cnn + bow checkpoint directory with labels negative/positive."""
     return save_tiny_checkpoint(tmp_path / "tiny-v1")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test that timed out waiting for an HTTP answer reports where every thread of this process was.
+
+    The servers under test mostly run in this process (uvicorn in a thread), so a hang shows up as a
+    stack of an inference, decode or event-loop thread.
+    """
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(httpx.TimeoutException):
+        with tempfile.TemporaryFile("w+") as stacks:
+            faulthandler.dump_traceback(stacks, all_threads=True)
+            stacks.seek(0)
+            report.sections.append(("threads when the HTTP call timed out", stacks.read()))
+    return report

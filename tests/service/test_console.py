@@ -523,6 +523,16 @@ def test_a_running_job_can_be_cancelled(
     open_view(page, "Jobs")
     start_job(page, cancels, {**TINY_JOB_PARAMS, "epochs": 500})
     page.wait_for_selector("#job-stage:text-is('stage: training')", timeout=JOB_TIMEOUT_MS)
+    # Progress events redraw the detail several times a second; the button and an opened recipe stay the
+    # same elements through them (a button replaced between mouse-down and mouse-up loses the click).
+    cancel = page.locator("#job-cancel").element_handle()
+    page.locator("#job-detail summary").click()
+    epoch = page.locator("#job-epoch").inner_text()
+    page.wait_for_function(
+        "before => document.querySelector('#job-epoch')?.textContent !== before", arg=epoch, timeout=JOB_TIMEOUT_MS
+    )
+    assert cancel.evaluate("el => el.isConnected")
+    assert page.locator("#job-detail details").evaluate("el => el.open")
     page.get_by_role("button", name="Cancel job").click()
     page.wait_for_selector("#job-status:text-is('cancelled')", timeout=JOB_TIMEOUT_MS)
     assert not page.locator("#job-version").count()

@@ -80,12 +80,48 @@ export function jobsView(root, { openapi, onChange }) {
     stepLosses.set(job.id, points);
   }
 
-  function renderDetail(job) {
-    const p = job.progress;
+  // Progress events re-render the detail several times a second. The action row, the report image and the
+  // recipe are kept across them (rebuilt only when what they show changes): a button replaced between a
+  // user's mouse-down and mouse-up loses the click, and an opened <details> would close again.
+  // The detail is [head, actions, body, report image, recipe]; a progress event refills head and body only.
+  let kept = null; // { id, job, head, actionsKey, actions, body, reportImg, recipe }
+
+  function keptFor(job) {
+    if (kept?.id !== job.id) {
+      const recipe = h("pre", {});
+      kept = {
+        id: job.id, head: h("div", {}), actionsKey: null, actions: h("div", { class: "row" }), body: h("div", {}), recipe,
+        reportImg: h("img", { class: "report", alt: `report of job ${job.id}: curves and confusion matrix`, hidden: true }),
+      };
+      fill(detail, kept.head, kept.actions, kept.body, kept.reportImg,
+        h("details", {}, h("summary", {}, "Full recipe (params)"), recipe));
+    }
+    kept.job = job;
+    return kept;
+  }
+
+  function renderActions(k) {
+    const job = k.job;
     const finished = FINISHED.has(job.status);
-    const cancel = finished ? null : changeButton(job.cancel_requested ? "Cancelling…" : "Cancel job", (e) => cancelJob(job.id, e.currentTarget), { id: "job-cancel" });
-    const hasReport = job.history.length > 0 || job.metrics;
-    const reportImg = h("img", { class: "report", alt: `report of job ${job.id}: curves and confusion matrix`, hidden: true });
+    const hasReport = job.history.length > 0 || Boolean(job.metrics);
+    const key = `${finished}|${job.cancel_requested}|${hasReport}`;
+    if (k.actionsKey === key) return;
+    k.actionsKey = key;
+    const id = encodeURIComponent(job.id);
+    fill(k.actions,
+      finished ? null : changeButton(job.cancel_requested ? "Cancelling…" : "Cancel job", (e) => cancelJob(job.id, e.currentTarget), { id: "job-cancel" }),
+      hasReport ? h("a", { href: `/jobs/${id}/report.png`, target: "_blank", rel: "noopener", id: "job-report-link" }, "Open the report (PNG)") : null,
+      hasReport ? h("button", { type: "button", onclick: () => {
+        k.reportImg.hidden = !k.reportImg.hidden;
+        if (!k.reportImg.hidden) k.reportImg.src = `/jobs/${id}/report.png?t=${k.job.history.length}`;
+      } }, "Show the report here") : null);
+  }
+
+  function renderDetail(job) {
+    const k = keptFor(job);
+    renderActions(k);
+    k.recipe.textContent = JSON.stringify(job.params, null, 2);
+    const p = job.progress;
     const losses = { "loss (epoch mean)": job.history.map((r) => [r.epoch, r.loss]) };
     const live = stepLosses.get(job.id);
     if (live?.length) losses["loss (steps, live)"] = live;
@@ -95,7 +131,7 @@ export function jobsView(root, { openapi, onChange }) {
       if (points.length) val[`validation ${m}`] = points;
     }
     fill(
-      detail,
+      k.head,
       h("h2", {}, "Job ", h("code", {}, job.id), " ", h("span", { class: `badge ${job.status}`, id: "job-status" }, job.status)),
       h("p", { class: "muted" }, `dataset ${job.dataset}${job.validation !== null ? ` · validation ${job.validation}` : ""}`,
         job.test ? ` · test ${job.test}` : "", job.cv ? ` · ${job.cv.folds}-fold cross-validation` : "",
@@ -116,16 +152,11 @@ export function jobsView(root, { openapi, onChange }) {
         ? h("p", {}, "Trained version ", h("code", { id: "job-version" }, job.model_version), job.promoted ? " (promoted)" : " (not promoted)")
         : null,
       promotionText(job.metrics?.promotion),
-      h("div", { class: "row" }, cancel,
-        hasReport ? h("a", { href: `/jobs/${encodeURIComponent(job.id)}/report.png`, target: "_blank", rel: "noopener", id: "job-report-link" }, "Open the report (PNG)") : null,
-        hasReport ? h("button", { type: "button", onclick: () => {
-          reportImg.hidden = !reportImg.hidden;
-          if (!reportImg.hidden) reportImg.src = `/jobs/${encodeURIComponent(job.id)}/report.png?t=${job.history.length}`;
-        } }, "Show the report here") : null),
+    );
+    fill(
+      k.body,
       h("div", { class: "charts" }, lineChart(losses, { title: "Training loss" }), lineChart(val, { title: "Validation metrics", fromZero: true })),
       metricsSection(job.metrics),
-      reportImg,
-      h("details", {}, h("summary", {}, "Full recipe (params)"), h("pre", {}, JSON.stringify(job.params, null, 2))),
     );
   }
 
