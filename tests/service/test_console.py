@@ -387,6 +387,29 @@ def test_the_keyboard_reaches_the_main_controls(console: RecordedPage) -> None:
         assert not missing, f"Tab never reaches {missing} in {view}: {stops}"
 
 
+@pytest.mark.parametrize("key", ["Enter", " "], ids=["enter", "space"])
+@pytest.mark.parametrize("viewport", [None, PHONE], ids=["desktop", "phone"])
+def test_enter_or_space_on_the_drop_zone_opens_the_file_picker(
+    console: RecordedPage, viewport: dict[str, int] | None, key: str, tmp_path: Path
+) -> None:
+    page = console.page
+    jpeg_file = tmp_path / "picked.jpg"
+    jpeg_file.write_bytes(make_jpeg())
+    if viewport:
+        page.set_viewport_size(viewport)
+    # A listener from the start: expect_file_chooser alone turns interception on only as the key goes down,
+    # and a picker the browser opens before that is a real one. One picker per page: over WebDriver BiDi,
+    # Firefox's stays open after set_files and blocks the next.
+    page.on("filechooser", lambda _chooser: None)
+    open_view(page, "Try it")
+    page.locator("label.drop").focus()
+    with page.expect_file_chooser(timeout=10_000) as chooser:
+        page.keyboard.press(key)
+    chooser.value.set_files(str(jpeg_file))
+    page.wait_for_selector(f"label.drop:has-text('{jpeg_file.name} · drop or press to change')")
+    assert page.locator("img.preview").is_visible()
+
+
 def test_a_refused_upload_shows_its_problem_at_the_field(console: RecordedPage, tmp_path: Path) -> None:
     page = console.page
     use_key(page, API_KEY)
