@@ -1,5 +1,5 @@
 """Atomic file writes: a reader sees the old file or the new one, never a half-written one; the temporary
-folders of writers that died are told apart from writes in progress and removed."""
+files and folders of writers that died are told apart from writes in progress and removed."""
 
 from __future__ import annotations
 
@@ -22,20 +22,31 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+ATOMIC_TEMP_GLOB = ".*.tmp"
+"""The temporary siblings `write_atomic` writes (`.<name>.<hex>.tmp`), for `remove_abandoned`."""
+
+
 def write_atomic(path: Path, write: Callable[[Path], object], *, durable: bool = False) -> None:
     """Write via ``write`` to a temporary sibling, then rename it over ``path``.
 
-    With ``durable`` the new file is flushed to disk before the rename and the directory after it, so the
-    new content also survives a power cut.
+    The sibling is made first and its writer's lock (flock) held until the rename, so that after a kill
+    `remove_abandoned_writes` removes it and never a write in progress; ``write`` must write into that
+    file (open and truncate it), not replace it. With ``durable`` the new file is flushed to disk before
+    the rename and the directory after it, so the new content also survives a power cut.
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink == 0:  # a sweep took it between the open and the lock
+            raise FileNotFoundError(errno.ENOENT, "temporary file removed before it was locked", str(tmp))
         write(tmp)
         if durable:
             fsync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
     if durable:
         with contextlib.suppress(OSError):  # some filesystems cannot sync a directory; the rename stands
             fsync(path.parent)
@@ -57,6 +68,17 @@ def temp_folder(path: Path, mode: int = 0o777) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)
+
+
+def remove_abandoned_writes(folder: Path) -> list[str]:
+    """Remove the temporary files that `write_atomic` calls left in `folder` or below when their process
+    died; their paths relative to `folder`."""
+    removed = []
+    for parent, _dirs, _files in os.walk(folder):
+        here = Path(parent)
+        names = remove_abandoned(here, ATOMIC_TEMP_GLOB)
+        removed += [str((here / name).relative_to(folder)) for name in names]
+    return removed
 
 
 def remove_abandoned(folder: Path, pattern: str) -> list[str]:

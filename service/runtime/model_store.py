@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.atomic import write_atomic
+from model.atomic import remove_abandoned_writes, write_atomic
 from model.checkpoint import load_checkpoint, read_checkpoint_meta, remove_abandoned_saves
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -103,10 +103,13 @@ class ModelStore:
                 return path
 
     def remove_abandoned_saves(self) -> list[str]:
-        """Remove what checkpoint saves killed mid-write left in ``versions/`` (never listed); their names."""
-        if not self.versions_dir.is_dir():
+        """Remove what writers killed mid-write left (never listed): the temporary folders of checkpoint
+        saves in ``versions/``, and the temporary files of atomic writes (a version's ONNX graph or
+        ``config.json``, the active pointer) anywhere in the store; their paths in the store."""
+        if not self.root.is_dir():
             return []
-        return remove_abandoned_saves(self.versions_dir)
+        saves = remove_abandoned_saves(self.versions_dir) if self.versions_dir.is_dir() else []
+        return [f"versions/{name}" for name in saves] + remove_abandoned_writes(self.root)
 
     def active_version(self) -> str | None:
         """Name of the active version, or None when nothing was ever activated."""

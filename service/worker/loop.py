@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+from model.atomic import remove_abandoned_writes
 from model.datasets import DatasetError
 from service.disk_full import disk_full_reason
 from service.runtime.dataset_store import DatasetStore, DatasetStoreError
@@ -141,7 +142,10 @@ class Worker:
         remove_stale_work_dirs(self.work_dir, lambda: (job.id for job in running))
         abandoned = self.models.remove_abandoned_saves()
         if abandoned:
-            log.warning("removed the checkpoint folders of saves killed mid-write: %s", ", ".join(abandoned))
+            log.warning("removed what killed writes left in the model store: %s", ", ".join(abandoned))
+        abandoned = remove_abandoned_writes(self.cache_dir)
+        if abandoned:
+            log.warning("removed what killed writes left in the feature cache: %s", ", ".join(abandoned))
         while not self.stopping:
             try:
                 if self.run_once() is None:

@@ -1,5 +1,6 @@
-"""write_atomic: the old content or the new one, never a mix, and no temporary file left behind; temp folders:
-those of a writer that died are removed, those being written are not."""
+"""write_atomic: the old content or the new one, never a mix, and no temporary file left behind (a killed
+writer's is removed later, a live one's kept); temp folders: those of a writer that died are removed, those
+being written are not."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from model.atomic import remove_abandoned, temp_folder, write_atomic
+from model.atomic import remove_abandoned, remove_abandoned_writes, temp_folder, write_atomic
 
 
 def test_new_content_replaces_the_old(tmp_path: Path) -> None:
@@ -101,3 +102,40 @@ def test_a_temp_folder_held_in_this_process_is_kept_and_a_plain_leftover_file_re
 
     assert remove_abandoned(tmp_path, ".tmp-*") == [".tmp-mine"]
     assert os.listdir(tmp_path) == ["dataset"]
+
+
+def _atomic_writer(target: Path) -> subprocess.Popen[str]:
+    """Another process inside `write_atomic(target)`: it has written half and waits until killed."""
+    code = (
+        "import sys, time; from pathlib import Path; from model.atomic import write_atomic\n"
+        "def half(tmp):\n"
+        "    tmp.write_bytes(b'half'); print('writing', flush=True); time.sleep(120)\n"
+        "write_atomic(Path(sys.argv[1]), half)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline() == "writing\n"
+    return child
+
+
+def test_the_temp_file_of_a_killed_atomic_write_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
+    version = tmp_path / "versions" / "v1"
+    version.mkdir(parents=True)
+    (version / "model.onnx").write_bytes(b"complete")
+    killed, live = _atomic_writer(version / "model.onnx"), _atomic_writer(version / "config.json")
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(30)
+        leftover = [name for name in os.listdir(version) if name.startswith(".model.onnx.")]
+        assert len(leftover) == 1 and leftover[0].endswith(".tmp")
+
+        assert remove_abandoned_writes(tmp_path) == [f"versions/v1/{leftover[0]}"]
+        names = sorted(os.listdir(version))
+        assert len(names) == 2 and names[0].startswith(".config.json.") and names[1] == "model.onnx"
+        assert (version / "model.onnx").read_bytes() == b"complete"
+    finally:
+        for child in (killed, live):
+            child.kill()
+            child.wait(30)
+    assert remove_abandoned_writes(tmp_path) == [f"versions/v1/{names[0]}"]
+    assert os.listdir(version) == ["model.onnx"]
+    assert remove_abandoned_writes(tmp_path / "missing") == []

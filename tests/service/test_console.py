@@ -551,9 +551,8 @@ def test_a_running_job_can_be_cancelled(
     cancel = page.locator("#job-cancel").element_handle()
     page.locator("#job-detail summary").click()
     epoch = page.locator("#job-epoch").inner_text()
-    page.wait_for_function(
-        "before => document.querySelector('#job-epoch')?.textContent !== before", arg=epoch, timeout=JOB_TIMEOUT_MS
-    )
+    changed = "before => document.querySelector('#job-epoch')?.textContent !== before"
+    page.wait_for_function(changed, arg=epoch, timeout=JOB_TIMEOUT_MS)
     assert cancel.evaluate("el => el.isConnected")
     assert page.locator("#job-detail details").evaluate("el => el.open")
     page.get_by_role("button", name="Cancel job").click()

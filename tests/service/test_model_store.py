@@ -109,3 +109,27 @@ def test_unreadable_pointer_raises_a_store_error(store: ModelStore) -> None:
 def test_get_unknown_version_raises(store: ModelStore) -> None:
     with pytest.raises(UnknownVersionError):
         store.get("nope")
+
+
+def test_what_killed_writes_left_is_removed_and_complete_files_kept(
+    store: ModelStore, make_version: VersionFactory
+) -> None:
+    version = make_version()
+    store.activate(version)
+    folder = store.versions_dir / version
+    # What a process killed mid-write leaves: nobody holds these temporaries' locks any more.
+    (folder / ".model.onnx.0123abcd.tmp").write_bytes(b"half a graph")
+    (store.root / ".active.json.4567cdef.tmp").write_text('{"vers')
+    (store.versions_dir / f".{version}x.tmp-89ab").mkdir()
+    before = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+    removed = store.remove_abandoned_saves()
+
+    assert sorted(removed) == [
+        ".active.json.4567cdef.tmp",
+        f"versions/.{version}x.tmp-89ab",
+        f"versions/{version}/.model.onnx.0123abcd.tmp",
+    ]
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert sorted(p.name for p in store.root.iterdir()) == ["active.json", "versions"]
+    assert store.active_version() == version and store.list_versions()[0].version == version

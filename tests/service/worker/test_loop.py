@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 from service.runtime.job_record import JobStatus
@@ -109,4 +110,26 @@ def test_job_declared_dead_while_training_stops_and_promotes_nothing(
     assert final is not None and final.status is JobStatus.FAILED and final.model_version is None
     assert final.error == "stopped sending heartbeats"
     assert [v.version for v in worker.models.list_versions()] == [active]
+    assert worker.models.active_version() == active
+
+
+def test_at_its_start_the_worker_removes_what_killed_writes_left(worker: Worker) -> None:
+    active = version_with_metric(worker.models, 0.0)
+    shard = worker.cache_dir / "image-efficientnet"
+    shard.mkdir(parents=True)
+    (shard / "0.safetensors").write_bytes(b"complete shard")
+    leftovers = [
+        shard / ".1.safetensors.0123abcd.tmp",
+        worker.models.versions_dir / active / ".model.onnx.4567cdef.tmp",
+    ]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half")  # written, then the writer was killed: nobody holds its lock
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_for(lambda: not any(leftover.exists() for leftover in leftovers))
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert (shard / "0.safetensors").read_bytes() == b"complete shard"
     assert worker.models.active_version() == active
