@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
+import gc
+import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,10 +49,11 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A test that timed out waiting for an HTTP answer reports where every thread of this process was.
+    """A test that timed out waiting for an HTTP answer reports where every thread of this process was,
+    and which await holds each asyncio task still pending.
 
     The servers under test mostly run in this process (uvicorn in a thread), so a hang shows up as a
-    stack of an inference, decode or event-loop thread.
+    stack of an inference, decode or event-loop thread, or as a request handler's task waiting.
     """
     report = yield
     if call.excinfo is not None and call.excinfo.errisinstance(httpx.TimeoutException):
@@ -57,4 +61,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             faulthandler.dump_traceback(stacks, all_threads=True)
             stacks.seek(0)
             report.sections.append(("threads when the HTTP call timed out", stacks.read()))
+        report.sections.append(("asyncio tasks still pending", _pending_tasks()))
     return report
+
+
+def _pending_tasks() -> str:
+    """Every pending asyncio task of every loop in this process, with its stack (found through the gc)."""
+    out = io.StringIO()
+    for task in [obj for obj in gc.get_objects() if type(obj) is asyncio.Task]:
+        if not task.done():
+            out.write(f"{task!r}\n")
+            task.print_stack(limit=12, file=out)
+    return out.getvalue()
