@@ -65,16 +65,25 @@ def test_durable_write_syncs_the_file_before_the_rename_and_the_folder_after(
     assert target.read_text() == "new"
 
 
+def _writer(code: str, path: Path) -> subprocess.Popen[str]:
+    """Another process running `code` on `path` (`sys.argv[1]`); returns once it prints that it is writing."""
+    prelude = (
+        "import sys, time; from pathlib import Path; from model.atomic import temp_folder, write_atomic\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", prelude + code, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "writing\n"
+    return child
+
+
 def _holder(folder: Path) -> subprocess.Popen[str]:
     """Another process that makes `folder` with `temp_folder` and holds it until killed."""
-    code = (
-        "import sys, time; from pathlib import Path; from model.atomic import temp_folder\n"
+    return _writer(
         "with temp_folder(Path(sys.argv[1])) as f:\n"
-        "    (f / 'part').write_bytes(b'half'); print('held', flush=True); time.sleep(120)\n"
+        "    (f / 'part').write_bytes(b'half'); print('writing', flush=True); time.sleep(120)\n",
+        folder,
     )
-    child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stdout.readline() == "held\n"
-    return child
 
 
 def test_the_temp_folder_of_a_killed_writer_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
@@ -106,15 +115,12 @@ def test_a_temp_folder_held_in_this_process_is_kept_and_a_plain_leftover_file_re
 
 def _atomic_writer(target: Path) -> subprocess.Popen[str]:
     """Another process inside `write_atomic(target)`: it has written half and waits until killed."""
-    code = (
-        "import sys, time; from pathlib import Path; from model.atomic import write_atomic\n"
+    return _writer(
         "def half(tmp):\n"
         "    tmp.write_bytes(b'half'); print('writing', flush=True); time.sleep(120)\n"
-        "write_atomic(Path(sys.argv[1]), half)\n"
+        "write_atomic(Path(sys.argv[1]), half)\n",
+        target,
     )
-    child = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stdout.readline() == "writing\n"
-    return child
 
 
 def test_the_temp_file_of_a_killed_atomic_write_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:

@@ -81,16 +81,17 @@ export function jobsView(root, { openapi, onChange }) {
   }
 
   // Progress events re-render the detail several times a second. The action row, the report image and the
-  // recipe are kept across them (rebuilt only when what they show changes): a button replaced between a
+  // recipe are kept across them (changed in place, never rebuilt): a button replaced between a
   // user's mouse-down and mouse-up loses the click, and an opened <details> would close again.
   // The detail is [head, actions, body, report image, recipe]; a progress event refills head and body only.
-  let kept = null; // { id, job, head, actionsKey, actions, body, reportImg, recipe }
+  let kept = null; // { id, job, head, actions, cancel, report, body, reportImg, recipe }
 
   function keptFor(job) {
     if (kept?.id !== job.id) {
       const recipe = h("pre", {});
       kept = {
-        id: job.id, head: h("div", {}), actionsKey: null, actions: h("div", { class: "row" }), body: h("div", {}), recipe,
+        id: job.id, head: h("div", {}), actions: h("div", { class: "row" }), cancel: null, report: null,
+        body: h("div", {}), recipe,
         reportImg: h("img", { class: "report", alt: `report of job ${job.id}: curves and confusion matrix`, hidden: true }),
       };
       fill(detail, kept.head, kept.actions, kept.body, kept.reportImg,
@@ -100,21 +101,29 @@ export function jobsView(root, { openapi, onChange }) {
     return kept;
   }
 
+  // Elements are added, relabelled or removed in place, never rebuilt: the Cancel button stays the same
+  // element from the job's first event to its end, through the report becoming available.
   function renderActions(k) {
     const job = k.job;
-    const finished = FINISHED.has(job.status);
-    const hasReport = job.history.length > 0 || Boolean(job.metrics);
-    const key = `${finished}|${job.cancel_requested}|${hasReport}`;
-    if (k.actionsKey === key) return;
-    k.actionsKey = key;
     const id = encodeURIComponent(job.id);
-    fill(k.actions,
-      finished ? null : changeButton(job.cancel_requested ? "Cancelling…" : "Cancel job", (e) => cancelJob(job.id, e.currentTarget), { id: "job-cancel" }),
-      hasReport ? h("a", { href: `/jobs/${id}/report.png`, target: "_blank", rel: "noopener", id: "job-report-link" }, "Open the report (PNG)") : null,
-      hasReport ? h("button", { type: "button", onclick: () => {
-        k.reportImg.hidden = !k.reportImg.hidden;
-        if (!k.reportImg.hidden) k.reportImg.src = `/jobs/${id}/report.png?t=${k.job.history.length}`;
-      } }, "Show the report here") : null);
+    if (FINISHED.has(job.status)) {
+      k.cancel?.remove();
+      k.cancel = null;
+    } else if (!k.cancel) {
+      k.cancel = changeButton("Cancel job", (e) => cancelJob(job.id, e.currentTarget), { id: "job-cancel" });
+      k.actions.prepend(k.cancel);
+    }
+    if (k.cancel) k.cancel.querySelector("button").textContent = job.cancel_requested ? "Cancelling…" : "Cancel job";
+    if (!k.report && (job.history.length > 0 || job.metrics)) {
+      k.report = [
+        h("a", { href: `/jobs/${id}/report.png`, target: "_blank", rel: "noopener", id: "job-report-link" }, "Open the report (PNG)"),
+        h("button", { type: "button", onclick: () => {
+          k.reportImg.hidden = !k.reportImg.hidden;
+          if (!k.reportImg.hidden) k.reportImg.src = `/jobs/${id}/report.png?t=${k.job.history.length}`;
+        } }, "Show the report here"),
+      ];
+      k.actions.append(...k.report);
+    }
   }
 
   function renderDetail(job) {
