@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import pytest
 
+from fusion_testkit.processes import rss_bytes
 from model.predictor import Predictor
 from service.runtime import model_holder
 from service.runtime.model_holder import ModelHolder, return_freed_memory
 
 
 def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    return rss_bytes(os.getpid()) / 2**20
 
 
 def test_a_replaced_model_is_freed_once_its_last_user_drops_it_and_its_memory_returned(

@@ -101,8 +101,7 @@ export function jobsView(root, { openapi, onChange }) {
     return kept;
   }
 
-  // Elements are added, relabelled or removed in place, never rebuilt: the Cancel button stays the same
-  // element from the job's first event to its end, through the report becoming available.
+  // The Cancel button stays one element from the job's first event to its end; the report links join it.
   function renderActions(k) {
     const job = k.job;
     const id = encodeURIComponent(job.id);
