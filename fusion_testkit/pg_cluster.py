@@ -83,11 +83,12 @@ class PgServer:
 
 
 @contextmanager
-def throwaway_server(*, durable: bool = False) -> Iterator[PgServer]:
+def throwaway_server(*, durable: bool = False, parent: Path | None = None) -> Iterator[PgServer]:
     """Start a cluster in a temporary directory (superuser ``fusion``, trust auth); removed on exit.
 
     ``durable=False`` turns fsync off, which makes tests faster; benchmarks pass True to measure commits
-    as a production server makes them.
+    as a production server makes them. ``parent``: where that directory goes (the system's temporary
+    directory by default), e.g. a small filesystem to fill.
     """
     bin_dir = find_pg_bin()
     if bin_dir is None:
@@ -95,7 +96,7 @@ def throwaway_server(*, durable: bool = False) -> Iterator[PgServer]:
             "PostgreSQL server binaries (initdb, pg_ctl) not found; set FUSION_TEST_PG_BIN"
         )
     prefix, account = _server_account()
-    root = Path(tempfile.mkdtemp(prefix="fusion-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="fusion-pg-", dir=parent))
     try:
         if account is not None:
             os.chown(root, account.pw_uid, account.pw_gid)

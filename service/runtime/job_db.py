@@ -232,10 +232,15 @@ class PostgresDatabase(JobDatabase):
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
         """Connection failures (no connection within the pool's timeout, one lost mid-statement) as
-        JobDatabaseUnavailable; the pool replaces broken connections, so a later call works again."""
+        JobDatabaseUnavailable; the pool replaces broken connections, so a later call works again.
+
+        A full disk on the server (SQLSTATE 53100, also an OperationalError) is not an outage: it goes up
+        as it is, and is answered like SQLite's (507 `insufficient_storage`; the worker waits for space)."""
         try:
             yield
         except self._operational_error as exc:
+            if disk_full_reason(exc) is not None:
+                raise
             reason = _without_password(" ".join(str(exc).split()), self.url)
             raise JobDatabaseUnavailable(f"the job database does not answer: {reason}") from exc
 

@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from fusion_testkit.disks import MountUnavailable, fill, free, small_tmpfs
 from fusion_testkit.jobs import TINY_JOB_PARAMS
+from fusion_testkit.pg_cluster import PostgresUnavailable, throwaway_server
 from fusion_testkit.processes import free_port
 from fusion_testkit.service_process import ServiceProcess, make_versions, place_demo_dataset, predict_files
 from fusion_testkit.zips import zip_folder
@@ -81,6 +83,25 @@ class Site:
             return self._mounts.enter_context(small_tmpfs(path, size_bytes))
         except MountUnavailable as exc:
             pytest.skip(f"a full disk needs a small tmpfs: {exc}")
+
+    def postgres_on_small_disk(self, size_bytes: int) -> Path:
+        """A throwaway PostgreSQL server whose files live on a tmpfs of `size_bytes`, for the service's jobs.
+
+        The tmpfs is outside the test's directory, which the server's account may not enter; the server
+        stops before the unmount. Skips without psycopg or the server binaries. Returns the mount.
+        """
+        pytest.importorskip(
+            "psycopg", reason="psycopg is not installed: pip install 'fusion-service[postgres]'"
+        )
+        disk = Path(tempfile.mkdtemp(prefix="fusion-pg-disk-"))
+        self._mounts.callback(disk.rmdir)
+        self.mount(disk, size_bytes)
+        try:
+            server = self._mounts.enter_context(throwaway_server(parent=disk))
+        except PostgresUnavailable as exc:
+            pytest.skip(f"no PostgreSQL server for the tests: {exc}")
+        self.env["FUSION_JOB_DB_URL"] = server.url
+        return disk
 
     def start(self, probe: str = "/health/ready", **env: str) -> httpx.Client:
         """Start the service (same port, directories and settings as before, plus `env`)."""
@@ -194,8 +215,9 @@ def _assert_consistent(site: Site) -> None:
         load_checkpoint(site.models / "versions" / version)
     assert listing["active"] in versions
     assert _served(http) == listing["active"]
-    with contextlib.closing(sqlite3.connect(site.data / "jobs.sqlite3")) as db:
-        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    if "FUSION_JOB_DB_URL" not in site.env:
+        with contextlib.closing(sqlite3.connect(site.data / "jobs.sqlite3")) as db:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     jobs = http.get("/jobs", params={"limit": 1000}).json()["jobs"]
     assert [j["id"] for j in jobs if j["status"] == "running"] == []
     assert all(j["model_version"] in versions for j in jobs if j["status"] == "succeeded")
@@ -315,6 +337,38 @@ def test_a_job_database_that_fills_the_disk_refuses_jobs_and_fails_the_running_o
     assert job["status"] == "failed", job
     assert job["error"].startswith("insufficient storage (the job database's disk is full)"), job["error"]
     assert [j["id"] for j in http.get("/jobs").json()["jobs"]] == [running]
+    site.restart()
+    _assert_consistent(site)
+    assert _job(site.http, running) == job
+
+
+def test_a_postgres_job_database_whose_disk_fills_refuses_jobs_and_fails_the_running_one(site: Site) -> None:
+    pg_disk = site.postgres_on_small_disk(160 * MIB)
+    place_demo_dataset(site.data, n_per_class=8)
+    (active,) = make_versions(site.models, 1)
+    http = site.start()
+    running = _queue(http, {**TINY_JOB_PARAMS, "epochs": 500})
+    _until(lambda: len(_job(http, running)["history"]) >= 1, "first epoch recorded")
+    fill(pg_disk)
+    # PostgreSQL still takes rows that fit in the free room of pages it has: queue jobs until it refuses.
+    accepted: list[str] = []
+    while (refused := http.post("/jobs", json=_job_body(TINY_JOB_PARAMS))).status_code == 202:
+        accepted.append(refused.json()["id"])
+        assert len(accepted) < 500, "PostgreSQL took 500 jobs on a full disk"
+
+    assert refused.status_code == 507, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_storage"
+    assert "the job database server's disk is full" in refused.json()["error"]["message"]
+    _until(lambda: "job database out of space" in site.log(), "worker waiting for space")
+    assert _served(http) == active
+    free(pg_disk)
+    for job_id in accepted:
+        assert http.post(f"/jobs/{job_id}/cancel").status_code == 200
+    job = _finished(http, running)
+    assert job["status"] == "failed", job
+    assert job["error"].startswith("insufficient storage (the job database server's disk is full)"), job
+    listed = {j["id"]: j["status"] for j in http.get("/jobs", params={"limit": 1000}).json()["jobs"]}
+    assert listed == {running: "failed", **dict.fromkeys(accepted, "cancelled")}
     site.restart()
     _assert_consistent(site)
     assert _job(site.http, running) == job
