@@ -128,12 +128,13 @@ def single_cpu() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _postgres_or_skip() -> Iterator[PgServer]:
-    """A throwaway PostgreSQL server; skips the test when psycopg or the server binaries are missing."""
+def _postgres_or_skip(parent: Path | None = None) -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server (its files under `parent`, else the system's temporary directory);
+    skips the test when psycopg or the server binaries are missing."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'fusion-service[postgres]')")
     with contextlib.ExitStack() as stack:
         try:
-            server = stack.enter_context(throwaway_server())
+            server = stack.enter_context(throwaway_server(parent=parent))
         except PostgresUnavailable as exc:
             pytest.skip(f"no PostgreSQL server for the tests: {exc}")
         yield server
@@ -151,6 +152,13 @@ def postgres_server() -> Iterator[PgServer]:
     """A PostgreSQL server of the test's own, to stop and start; skips when none can be started."""
     with _postgres_or_skip() as server:
         yield server
+
+
+@pytest.fixture
+def postgres_server_under() -> Callable[[Path], contextlib.AbstractContextManager[PgServer]]:
+    """Starts a PostgreSQL server of the test's own with its files under a given directory (a small disk
+    to fill, say); skips when none can be started."""
+    return _postgres_or_skip
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from fusion_testkit.disks import MountUnavailable, fill, free, small_tmpfs
 from fusion_testkit.jobs import TINY_JOB_PARAMS
-from fusion_testkit.pg_cluster import PostgresUnavailable, throwaway_server
+from fusion_testkit.pg_cluster import PgServer
 from fusion_testkit.processes import free_port
 from fusion_testkit.service_process import ServiceProcess, make_versions, place_demo_dataset, predict_files
 from fusion_testkit.zips import zip_folder
@@ -45,6 +45,7 @@ from service.runtime.model_store import ModelStore
 pytestmark = pytest.mark.slow  # each case starts real servers (and most train a job): 15 to 30 s each
 
 Job = dict[str, Any]
+StartPostgres = Callable[[Path], contextlib.AbstractContextManager[PgServer]]
 MIB = 2**20
 STARTUP_S = 120.0
 JOB_S = 180.0
@@ -84,22 +85,17 @@ class Site:
         except MountUnavailable as exc:
             pytest.skip(f"a full disk needs a small tmpfs: {exc}")
 
-    def postgres_on_small_disk(self, size_bytes: int) -> Path:
-        """A throwaway PostgreSQL server whose files live on a tmpfs of `size_bytes`, for the service's jobs.
+    def postgres_on_small_disk(self, size_bytes: int, server_under: StartPostgres) -> Path:
+        """A PostgreSQL server (`server_under`, the conftest fixture) whose files live on a tmpfs of
+        `size_bytes`, for the service's jobs. Returns the mount.
 
         The tmpfs is outside the test's directory, which the server's account may not enter; the server
-        stops before the unmount. Skips without psycopg or the server binaries. Returns the mount.
+        stops before the unmount.
         """
-        pytest.importorskip(
-            "psycopg", reason="psycopg is not installed: pip install 'fusion-service[postgres]'"
-        )
         disk = Path(tempfile.mkdtemp(prefix="fusion-pg-disk-"))
         self._mounts.callback(disk.rmdir)
         self.mount(disk, size_bytes)
-        try:
-            server = self._mounts.enter_context(throwaway_server(parent=disk))
-        except PostgresUnavailable as exc:
-            pytest.skip(f"no PostgreSQL server for the tests: {exc}")
+        server = self._mounts.enter_context(server_under(disk))
         self.env["FUSION_JOB_DB_URL"] = server.url
         return disk
 
@@ -342,8 +338,10 @@ def test_a_job_database_that_fills_the_disk_refuses_jobs_and_fails_the_running_o
     assert _job(site.http, running) == job
 
 
-def test_a_postgres_job_database_whose_disk_fills_refuses_jobs_and_fails_the_running_one(site: Site) -> None:
-    pg_disk = site.postgres_on_small_disk(160 * MIB)
+def test_a_postgres_job_database_whose_disk_fills_refuses_jobs_and_fails_the_running_one(
+    site: Site, postgres_server_under: StartPostgres
+) -> None:
+    pg_disk = site.postgres_on_small_disk(160 * MIB, postgres_server_under)
     place_demo_dataset(site.data, n_per_class=8)
     (active,) = make_versions(site.models, 1)
     http = site.start()
@@ -352,13 +350,13 @@ def test_a_postgres_job_database_whose_disk_fills_refuses_jobs_and_fails_the_run
     fill(pg_disk)
     # PostgreSQL still takes rows that fit in the free room of pages it has: queue jobs until it refuses.
     accepted: list[str] = []
-    while (refused := http.post("/jobs", json=_job_body(TINY_JOB_PARAMS))).status_code == 202:
-        accepted.append(refused.json()["id"])
+    while (answer := http.post("/jobs", json=_job_body(TINY_JOB_PARAMS))).status_code == 202:
+        accepted.append(answer.json()["id"])
         assert len(accepted) < 500, "PostgreSQL took 500 jobs on a full disk"
 
-    assert refused.status_code == 507, refused.text
-    assert refused.json()["error"]["code"] == "insufficient_storage"
-    assert "the job database server's disk is full" in refused.json()["error"]["message"]
+    assert answer.status_code == 507, answer.text
+    assert answer.json()["error"]["code"] == "insufficient_storage"
+    assert "the job database server's disk is full" in answer.json()["error"]["message"]
     _until(lambda: "job database out of space" in site.log(), "worker waiting for space")
     assert _served(http) == active
     free(pg_disk)
