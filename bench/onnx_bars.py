@@ -41,6 +41,8 @@ def pair_figures(onnx: dict[str, Any], torch: dict[str, Any]) -> dict[str, float
         "p50_ratio": _level(onnx, 1)["p50_ms"] / _level(torch, 1)["p50_ms"],
         "cores_1_onnx": _level(onnx, 1)["server_cores"],
         "cores_1_torch": _level(torch, 1)["server_cores"],
+        "inference_cores_32_onnx": _level(onnx, 32)["server_cores_by_thread"]["inference"],
+        "event_loop_cores_32_onnx": _level(onnx, 32)["server_cores_by_thread"]["event loop"],
         "onnx_32_rps": _level(onnx, 32)["throughput"],
         "torch_32_rps": _level(torch, 32)["throughput"],
         "ready_onnx_s": onnx["service"]["ready_s"],

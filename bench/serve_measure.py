@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 import time
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusion_testkit.processes import HOST, cpu_seconds, managed, rss_bytes, wait_ready
+from fusion_testkit.processes import HOST, cpu_seconds, managed, rss_bytes, thread_cpu_seconds, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -247,11 +248,14 @@ def bench_server(
         progress(f"{name}: ready in {ready_s:.1f} s, RSS {run.rss_ready / MiB:.0f} MiB")
         for clients in plan.concurrency:
             cpu_before, wall_before = cpu_seconds(server.pid), time.perf_counter()
+            threads_before = thread_cpu_seconds(server.pid)
             timing = ("--duration", str(plan.duration_s), "--warmup", str(plan.warmup_s))
             level = run_loadgen(f"{url}/predict", plan, env, clients, *timing)
             # Server CPU over the whole client run (warm-up included), as busy cores.
-            level["server_cores"] = (cpu_seconds(server.pid) - cpu_before) / (
-                time.perf_counter() - wall_before
+            wall = time.perf_counter() - wall_before
+            level["server_cores"] = (cpu_seconds(server.pid) - cpu_before) / wall
+            level["server_cores_by_thread"] = cores_by_thread(
+                server.pid, threads_before, thread_cpu_seconds(server.pid), wall, level["server_cores"]
             )
             level["client_cores"] = level["client_cpu_s"] / (plan.warmup_s + level["window_s"])
             run.levels.append(level)
@@ -265,6 +269,32 @@ def bench_server(
         if plan.rss_requests > 0 and name == "service":
             run.rss_phase = rss_phase(f"{url}/predict", server.pid, run.rss_after_sweep, env, plan)
     return run
+
+
+def thread_group(tid: int, name: str, pid: int) -> str:
+    """What a server thread is: the main thread runs the event loop; the service names its own threads."""
+    if tid == pid:
+        return "event loop"
+    named = re.fullmatch(r"(inference|decode)[-_]\d+", name)
+    return named.group(1) if named else "other"
+
+
+def cores_by_thread(
+    pid: int,
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    wall_s: float,
+    total_cores: float,
+) -> dict[str, float]:
+    """Busy cores per thread group over ``wall_s``; "other" is the rest of the process's total, so it
+    also holds threads that ended in the window (runtime pools, the default executor's threads)."""
+    groups: dict[str, float] = {"inference": 0.0, "decode": 0.0, "event loop": 0.0}
+    for tid, (name, seconds) in after.items():
+        group = thread_group(tid, name, pid)
+        if group != "other":
+            groups[group] += (seconds - before.get(tid, (name, 0.0))[1]) / wall_s
+    groups["other"] = max(0.0, total_cores - sum(groups.values()))
+    return groups
 
 
 def rss_phase(url: str, pid: int, rss_before: int, env: dict[str, str], plan: LoadPlan) -> dict[str, Any]:

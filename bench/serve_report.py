@@ -37,6 +37,7 @@ def render(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None, header
                 f"| {lvl['throughput'] / ceiling.reference:.2f} | {vs_naive} "
                 f"| {lvl['server_cores']:.2f} | {lvl['client_cores']:.2f} |"
             )
+    lines += cpu_by_thread_table(runs)
     best = ceiling.best
     lines += ["", "### Summary", ""]
     again = ceiling.best_again
@@ -83,6 +84,27 @@ def render(ceiling: Ceiling, service: ServerRun, naive: ServerRun | None, header
                 + " MiB"
             )
     return "\n".join([*lines, "", "### Targets of issue 6", "", *target_lines(ceiling, service, naive)])
+
+
+def cpu_by_thread_table(runs: Sequence[ServerRun]) -> list[str]:
+    """Busy cores per server thread group at each load level (the service names its threads)."""
+    groups = ("inference", "decode", "event loop", "other")
+    lines = [
+        "",
+        "### Where the server's CPU goes: busy cores per thread group over each client run",
+        "",
+        "`event loop` is the main thread (HTTP, multipart, responses, logging, metrics); `other` is every",
+        "thread the service does not name (ONNX Runtime / torch pools, the default executor).",
+        "",
+        "| server | clients | " + " | ".join(groups) + " | total |",
+        "|---|---:|" + "---:|" * (len(groups) + 1),
+    ]
+    for run in runs:
+        for lvl in run.levels:
+            by_thread = lvl["server_cores_by_thread"]
+            cells = " | ".join(f"{by_thread[group]:.2f}" for group in groups)
+            lines.append(f"| {run.name} | {lvl['concurrency']} | {cells} | {lvl['server_cores']:.2f} |")
+    return lines
 
 
 def ceiling_table(ceiling: Ceiling) -> list[str]:

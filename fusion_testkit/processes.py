@@ -1,4 +1,4 @@
-"""Child processes: own process group, log file, readiness, free ports; RSS, CPU, fds, children (`/proc`)."""
+"""Child processes: own group, log, readiness, free ports; RSS, CPU per thread, fds, children (`/proc`)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,18 @@ def cpu_seconds(pid: int) -> float:
     # The command name (field 2) may contain spaces; the numbers start after its closing parenthesis.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Each live thread of ``pid``: thread id -> (OS thread name, user + system CPU seconds so far)."""
+    threads: dict[int, tuple[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended between the listing and the read
+            head, tail = (task / "stat").read_text().rsplit(")", 1)
+            fields = tail.split()
+            name = head.split("(", 1)[1]
+            threads[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return threads
 
 
 def wait_ready(server: ManagedProcess, url: str, timeout_s: float) -> float:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchvision import transforms
 
 from model.config import ModelConfig
 
@@ -103,22 +102,49 @@ def load_image(
 
 
 class ImageTransform:
-    """PIL image -> normalised tensor [3, S, S]: short-side resize and center crop, or light augmentation."""
+    """PIL image -> normalised tensor [3, S, S]: short-side resize and center crop, or light augmentation.
+
+    The evaluation path is torchvision's ``Resize(S) + CenterCrop(S) + ToTensor() + Normalize`` written
+    out on PIL and torch (``tests/model/test_images.py`` holds the two equal to the bit): importing
+    torchvision imports ``torch._dynamo``, which took about half of the service's start-up. The training
+    augmentation imports torchvision when a training transform is built.
+    """
 
     def __init__(self, config: ModelConfig, train: bool) -> None:
-        size = config.image_size
+        self.size = config.image_size
+        self.mean = torch.tensor(config.image_mean).view(-1, 1, 1)
+        self.std = torch.tensor(config.image_std).view(-1, 1, 1)
+        self.augment: Callable[[Image.Image], Image.Image] | None = None
         if train:
-            geometry: list[Callable[[Image.Image], Image.Image]] = [
-                transforms.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
-                transforms.RandomHorizontalFlip(),
-                transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
-            ]
-        else:
-            geometry = [transforms.Resize(size, antialias=True), transforms.CenterCrop(size)]
-        self.transform = transforms.Compose(
-            [*geometry, transforms.ToTensor(), transforms.Normalize(config.image_mean, config.image_std)]
-        )
+            from torchvision import transforms
+
+            self.augment = transforms.Compose(
+                [
+                    transforms.RandomResizedCrop(self.size, scale=(0.6, 1.0), antialias=True),
+                    transforms.RandomHorizontalFlip(),
+                    transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
+                ]
+            )
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Transform one RGB image."""
-        return self.transform(image)
+        image = (
+            self.augment(image) if self.augment is not None else center_crop(self._resized(image), self.size)
+        )
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+        return (pixels.to(torch.float32).div(255) - self.mean) / self.std
+
+    def _resized(self, image: Image.Image) -> Image.Image:
+        """The short side scaled to ``size`` (bilinear), the long side in proportion, rounded down."""
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        other = int(self.size * long / short)
+        size = (self.size, other) if width <= height else (other, self.size)
+        return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """The centred ``size`` x ``size`` square of an image at least that large on both sides."""
+    width, height = image.size
+    top, left = round((height - size) / 2.0), round((width - size) / 2.0)
+    return image.crop((left, top, left + size, top + size))

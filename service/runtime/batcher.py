@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from service.runtime.model_holder import ModelHolder
+from service.runtime.thread_names import name_os_thread
 
 if TYPE_CHECKING:
     from model.predictor import BasePredictor, Prediction
@@ -128,7 +129,9 @@ class MicroBatcher:
         if self._threads:
             raise RuntimeError("batcher already started")
         if self._decode_threads > 0:
-            self._pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="decode")
+            self._pool = ThreadPoolExecutor(
+                self._decode_threads, thread_name_prefix="decode", initializer=name_os_thread
+            )
         self._threads = [
             threading.Thread(target=self._run, name=f"inference-{i}", daemon=True)
             for i in range(self._inference_threads)
@@ -207,6 +210,7 @@ class MicroBatcher:
             self._deliver(item, None, error)
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             first = self._queue.get()
             if first is _STOP:

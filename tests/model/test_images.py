@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from fusion_testkit.factories import (
 from model.images import ImageDecodeError, ImageTransform, load_image
 
 RED = (200, 40, 40)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _close(actual: object, expected: object, tol: int = 8) -> bool:
@@ -140,3 +143,36 @@ def test_train_transform_is_random_with_the_eval_shape() -> None:
     second = transform(image)
     assert first.shape == second.shape == (3, 32, 32)
     assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(640, 480), (480, 640), (300, 300), (32, 32), (33, 97), (20, 14), (1001, 57)],
+)
+def test_eval_transform_equals_torchvisions_to_the_bit(width: int, height: int) -> None:
+    from torchvision import transforms
+
+    config = tiny_model_config(image_size=32, image_mean=(0.5, 0.4, 0.3), image_std=(0.2, 0.25, 0.3))
+    rng = np.random.default_rng(width * height)
+    noise = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    photo = load_image(encode_image(noise, "JPEG"))  # real JPEG bytes, decoded as the service does
+    reference = transforms.Compose(
+        [
+            transforms.Resize(32, antialias=True),
+            transforms.CenterCrop(32),
+            transforms.ToTensor(),
+            transforms.Normalize(config.image_mean, config.image_std),
+        ]
+    )
+    assert torch.equal(ImageTransform(config, train=False)(photo), reference(photo))
+
+
+def test_serving_imports_no_torchvision() -> None:
+    # torchvision imports torch._dynamo: seconds of start-up that serving does not need.
+    code = (
+        "import sys; import service.app, service.__main__, model.predictor, model.onnx_predictor; "
+        "from model.images import ImageTransform; from fusion_testkit.factories import tiny_model_config; "
+        "ImageTransform(tiny_model_config(), train=False); print('torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"

@@ -154,9 +154,12 @@ def test_images_are_decoded_in_the_pool_or_by_the_inference_thread(
     holder: ModelHolder, decode_threads: int, decoder: str
 ) -> None:
     threads: list[str] = []
+    os_names: dict[str, str] = {}
 
     def decode(predictor: Predictor, data: bytes) -> Any:
         threads.append(threading.current_thread().name)
+        comm = Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+        os_names[threading.current_thread().name] = comm
         return predictor.preprocess_image(data)
 
     batcher = MicroBatcher(holder, decode=decode, decode_threads=decode_threads)
@@ -172,6 +175,8 @@ def test_images_are_decoded_in_the_pool_or_by_the_inference_thread(
     assert len(threads) == 6 and all(
         name.startswith(f"{decoder}-") or name.startswith(f"{decoder}_") for name in threads
     )
+    # named for the OS too, so top -H and the serving benchmark tell them apart
+    assert all(os_names[name] == name for name in threads)
 
 
 def test_full_queue_raises_with_retry_hint(holder: ModelHolder) -> None:
