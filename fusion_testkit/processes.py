@@ -95,11 +95,17 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def _read_stat(path: Path) -> tuple[str, float]:
+    """(command name, user + system CPU seconds) from a ``/proc/.../stat`` file."""
+    # The command name (field 2) may contain spaces; the numbers start after its closing parenthesis.
+    head, tail = path.read_text().rsplit(")", 1)
+    fields = tail.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` so far, all its threads included (Linux ``/proc``)."""
-    # The command name (field 2) may contain spaces; the numbers start after its closing parenthesis.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _read_stat(Path(f"/proc/{pid}/stat"))[1]
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
@@ -107,10 +113,7 @@ def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
     threads: dict[int, tuple[str, float]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):  # a thread that ended between the listing and the read
-            head, tail = (task / "stat").read_text().rsplit(")", 1)
-            fields = tail.split()
-            name = head.split("(", 1)[1]
-            threads[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+            threads[int(task.name)] = _read_stat(task / "stat")
     return threads
 
 
