@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 
 from model.checkpoint import CheckpointError, read_checkpoint_meta
 from model.config import ModelConfig
+from model.device import available_cpus
 from model.encoders import build_tokenizer
 from model.export import META_KEY
 from model.images import DEFAULT_MAX_PIXELS
@@ -52,7 +54,14 @@ def graph_file(meta: dict[str, Any], *, int8: bool) -> str | None:
 
 
 class OnnxPredictor(BasePredictor):
-    """A checkpoint's exported graph in one ONNX Runtime session, shared by every inference thread."""
+    """A checkpoint's exported graph in an ONNX Runtime session shared by every inference thread.
+
+    That session's intra-op pool spans every core, so a lone run uses them all. Runs that overlap
+    would share that one pool (on 2 cores: two callers and a pool thread on two cores, each run's
+    parallel sections waiting on a thread the other run holds), so once ``open_overlap_session`` has
+    opened a second session with fewer threads, a run that starts while another is in flight uses that
+    one instead: under load each run gets its share of the cores to itself (docs/PERFORMANCE.md).
+    """
 
     def __init__(
         self,
@@ -80,17 +89,48 @@ class OnnxPredictor(BasePredictor):
         gpu = device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
         self.device = torch.device("cuda" if gpu else "cpu")
-        try:
-            self.session = ort.InferenceSession(
-                str(path / name), session_options(threads), providers=providers
-            )
-        except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / NoSuchFile kinds
-            raise GraphError(f"{path / name}: not a loadable ONNX graph ({exc})") from exc
+        self._graph = path / name
+        self._providers = providers
+        self._threads = threads or available_cpus()
+        self.session = self._open_session(threads)
+        self._overlap_session: Any = None
+        self._overlap_threads: int | None = None
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
         expected = list(meta[META_KEY]["inputs"])
         if self._inputs != expected:
             raise GraphError(f"{path / name}: inputs {self._inputs} do not match config.json's {expected}")
+
+    def _open_session(self, threads: int | None) -> Any:
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(str(self._graph), session_options(threads), providers=self._providers)
+        except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / NoSuchFile kinds
+            raise GraphError(f"{self._graph}: not a loadable ONNX graph ({exc})") from exc
+
+    def open_overlap_session(self, threads: int) -> bool:
+        """Open and warm the session of ``threads`` intra-op threads that overlapping runs use.
+
+        False, opening nothing, where it would not differ from the first session: on CUDA, or when
+        ``threads`` is not fewer than the first session's. Raises ``GraphError`` if it cannot open.
+        """
+        if self.device.type == "cuda" or threads >= self._threads:
+            return False
+        session = self._open_session(threads)
+        images, texts = self._warmup_inputs()
+        has_image, has_text = self._present(images, texts)
+        session.run(["probabilities"], self._feeds(images, texts, has_image, has_text))
+        self._overlap_session = session
+        self._overlap_threads = threads
+        return True
+
+    @property
+    def overlap_threads(self) -> int | None:
+        """Intra-op threads of the session for overlapping runs, or None while there is none."""
+        return self._overlap_threads
 
     @classmethod
     def from_checkpoint(
@@ -140,7 +180,16 @@ class OnnxPredictor(BasePredictor):
         explain: bool,
     ) -> BatchOutput:
         wanted = self._outputs if explain else ["probabilities"]
-        results = self.session.run(wanted, self._feeds(images, texts, has_image, has_text))
+        feeds = self._feeds(images, texts, has_image, has_text)
+        with self._in_flight_lock:
+            overlapping = self._in_flight > 0
+            self._in_flight += 1
+        session = self._overlap_session if overlapping and self._overlap_session is not None else self.session
+        try:
+            results = session.run(wanted, feeds)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
         outputs = dict(zip(wanted, results, strict=True))
         lists = {name: value.tolist() for name, value in outputs.items()}
         return BatchOutput(

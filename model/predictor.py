@@ -152,11 +152,21 @@ class BasePredictor:
     def _named(self, rows: list[list[float]] | None, i: int) -> dict[str, float] | None:
         return dict(zip(self.labels, rows[i], strict=True)) if rows is not None else None
 
-    def warmup(self) -> None:
-        """Run one dummy batch so lazy initialisation (kernels, allocator) happens before real traffic."""
+    def open_overlap_session(self, threads: int) -> bool:
+        """Give runs that overlap another one their own ``threads``-thread engine; True if one opened.
+
+        Only ONNX Runtime has per-session thread pools; on torch every run shares the process's threads.
+        """
+        return False
+
+    def _warmup_inputs(self) -> tuple[list[ImageInput], list[str | None]]:
         size = self.config.image_size
         image = Image.new("RGB", (size, size), (127, 127, 127)) if "image" in self.config.modalities else None
-        self.predict_batch([image], ["warmup" if "text" in self.config.modalities else None])
+        return [image], ["warmup" if "text" in self.config.modalities else None]
+
+    def warmup(self) -> None:
+        """Run one dummy batch so lazy initialisation (kernels, allocator) happens before real traffic."""
+        self.predict_batch(*self._warmup_inputs())
 
 
 class Predictor(BasePredictor):

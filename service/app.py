@@ -111,6 +111,9 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         compile=settings.compile,
         runtime=settings.runtime,
         onnx_threads=settings.onnx_threads,
+        overlap_threads=plan.torch_threads
+        if settings.onnx_overlap_session and plan.inference_threads > 1
+        else None,
     )
     batcher = MicroBatcher(
         holder,
@@ -136,6 +139,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await loader.aclose()
     finally:
         await asyncio.to_thread(batcher.stop)
         holder.clear()

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     onnx_threads: int | None = Field(
         default=None, ge=1, le=1024, description="None = every core: a lone request may use them all"
     )
+    onnx_overlap_session: bool = Field(
+        default=True,
+        description="with several inference threads, a second ONNX session whose intra-op threads are one "
+        "inference thread's share of the cores, for runs that overlap another (one more copy of the weights)",
+    )
     model_poll_interval_s: float = Field(default=2.0, gt=0.0)
 
     # Auth

@@ -30,6 +30,9 @@ class ModelLoader:
 
     Loading and warm-up run in a worker thread; the swap happens only once the new predictor is
     warm, so readiness never drops and in-flight requests finish on the predictor they started on.
+    With ``overlap_threads`` (each inference thread's share of the cores), an ONNX predictor's second
+    session for overlapping runs is opened after the swap, in the background, so it never delays
+    readiness; until it is open every run uses the first session.
     """
 
     def __init__(
@@ -42,12 +45,15 @@ class ModelLoader:
         compile: bool = False,
         runtime: str = "auto",
         onnx_threads: int | None = None,
+        overlap_threads: int | None = None,
     ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime: must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
         self.store = store
         self.runtime = runtime
         self.onnx_threads = onnx_threads
+        self.overlap_threads = overlap_threads
+        self._background: set[asyncio.Task[None]] = set()
         self.holder = holder
         self.device = device
         self.max_pixels = max_pixels
@@ -175,6 +181,31 @@ class ModelLoader:
         log.info(
             "serving model version %s on %s (%s)", predictor.version, predictor.device, predictor.runtime
         )
+        if self.overlap_threads is not None:
+            task = asyncio.create_task(self._open_overlap_session(predictor, self.overlap_threads))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _open_overlap_session(self, predictor: BasePredictor, threads: int) -> None:
+        try:
+            opened = await asyncio.to_thread(predictor.open_overlap_session, threads)
+        except Exception as exc:  # the first session serves on: this only costs speed under load
+            log.warning(
+                "model version %s: no second session for overlapping runs, they share one: %s",
+                predictor.version,
+                exc,
+            )
+            return
+        if opened:
+            log.info(
+                "model version %s: runs that overlap another now use their own %d-thread session",
+                predictor.version,
+                threads,
+            )
+
+    async def aclose(self) -> None:
+        """Wait for background work (a second session still opening) so nothing outlives the app."""
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     def _set_problem(self, reason: str) -> None:
         if reason != self._reason:

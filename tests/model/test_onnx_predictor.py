@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,63 @@ def test_a_model_that_needs_both_inputs_says_so(tmp_path: Path) -> None:
     assert read_checkpoint_meta(path)["onnx"]["file"] == ONNX_FILE
     with pytest.raises(ValueError, match="needs both inputs"):
         OnnxPredictor.from_checkpoint(path).predict_batch([None], ["text"])
+
+
+class _HeldSession:
+    """Wraps an ORT session; ``run`` waits until released, so a test can hold one run in flight."""
+
+    def __init__(self, session: object) -> None:
+        self._session = session
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, *args: object) -> object:
+        self.entered.set()
+        assert self.release.wait(30), "the held run was never released"
+        return self._session.run(*args)  # type: ignore[attr-defined]
+
+
+def test_a_run_that_overlaps_another_uses_the_second_session(exported: Path) -> None:
+    images, texts = real_inputs()
+    predictor = OnnxPredictor.from_checkpoint(exported, threads=2)
+    alone = predictor.predict_batch(images, texts, explain=True)
+    assert predictor.overlap_threads is None
+    assert predictor.open_overlap_session(1) is True
+    assert predictor.overlap_threads == 1
+    held = _HeldSession(predictor.session)
+    predictor.session = held
+    first: list[list[Prediction]] = []
+    worker = threading.Thread(
+        target=lambda: first.append(predictor.predict_batch(images, texts, explain=True))
+    )
+    worker.start()
+    try:
+        assert held.entered.wait(30)
+        # The first session is held mid-run: this call can only finish on the second one.
+        assert_same_predictions(alone, predictor.predict_batch(images, texts, explain=True))
+    finally:
+        held.release.set()
+        worker.join(30)
+    assert_same_predictions(alone, first[0])
+    held.entered.clear()
+    held.release.set()
+    predictor.predict_batch(images[:1], texts[:1])
+    assert held.entered.is_set()  # nothing in flight: a lone run is back on the first session
+
+
+def test_no_second_session_where_it_would_not_differ(exported: Path) -> None:
+    assert OnnxPredictor.from_checkpoint(exported, threads=1).open_overlap_session(1) is False
+    predictor = OnnxPredictor.from_checkpoint(exported, threads=2)
+    assert predictor.open_overlap_session(2) is False
+    assert predictor.overlap_threads is None
+
+
+def test_a_second_session_that_cannot_open_leaves_the_first_serving(exported: Path) -> None:
+    images, texts = real_inputs()
+    predictor = OnnxPredictor.from_checkpoint(exported, threads=2)
+    graph = exported / ONNX_FILE
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    with pytest.raises(GraphError, match="not a loadable ONNX graph"):
+        predictor.open_overlap_session(1)
+    assert predictor.overlap_threads is None
+    assert len(predictor.predict_batch(images, texts)) == len(images)

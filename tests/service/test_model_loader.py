@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fusion_testkit.factories import make_jpeg, make_png
 from model.checkpoint import read_checkpoint_meta
 from model.export import INT8_FILE, ONNX_FILE, export_onnx
+from model.onnx_predictor import GraphError, OnnxPredictor
 from model.predictor import Predictor
 from service.runtime.model_loader import choose_runtime
 from service.runtime.model_store import ModelStore
@@ -147,6 +149,62 @@ def test_activation_of_a_new_version_swaps_runtime_per_version(
     body = client.get("/models/active").json()
     assert (body["serving"], body["runtime"]) == (newer, "onnx")
     assert set(_predict(client)["probabilities"]) == {"x", "y", "z"}
+
+
+def _serving_predictor(client: TestClient) -> Any:
+    return client.app.state.model_holder.predictor  # type: ignore[attr-defined]
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_overlapping_runs_get_a_second_session_opened_after_ready(
+    make_client: ClientFactory, active_version: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.runtime.model_loader"):
+        client = make_client(runtime="onnx", inference_threads=2, torch_threads=1, onnx_threads=2)
+        assert client.get("/health/ready").status_code == 200
+        predictor = _serving_predictor(client)
+        assert _wait_for(lambda: predictor.overlap_threads == 1)
+    assert any(
+        f"model version {active_version}: runs that overlap another now use their own 1-thread session"
+        in r.getMessage()
+        for r in caplog.records
+    )
+    _predict(client)
+
+
+def test_no_second_session_when_switched_off_or_one_inference_thread(
+    make_client: ClientFactory, active_version: str
+) -> None:
+    for overrides in ({"onnx_overlap_session": False, "inference_threads": 2}, {"inference_threads": 1}):
+        client = make_client(runtime="onnx", torch_threads=1, onnx_threads=2, **overrides)
+        _predict(client)
+        assert _serving_predictor(client).overlap_threads is None, overrides
+
+
+def test_a_second_session_that_fails_to_open_is_logged_and_the_first_serves(
+    make_client: ClientFactory,
+    active_version: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse(self: OnnxPredictor, threads: int) -> bool:
+        raise GraphError("out of memory for a second copy of the weights")
+
+    monkeypatch.setattr(OnnxPredictor, "open_overlap_session", refuse)
+    message = f"model version {active_version}: no second session for overlapping runs, they share one"
+    with caplog.at_level(logging.WARNING, logger="service.runtime.model_loader"):
+        client = make_client(runtime="onnx", inference_threads=2, torch_threads=1, onnx_threads=2)
+        assert _wait_for(lambda: any(message in r.getMessage() for r in caplog.records))
+    assert client.get("/models/active").json()["runtime"] == "onnx"
+    _predict(client)
 
 
 def test_auto_resolves_to_onnx_on_cpu_and_to_torch_on_cuda_without_onnxruntime_gpu() -> None:
