@@ -167,16 +167,13 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 def test_overlapping_runs_get_a_second_session_opened_after_ready(
     make_client: ClientFactory, active_version: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    message = f"model version {active_version}: runs that overlap another now use their own 1-thread session"
     with caplog.at_level(logging.INFO, logger="service.runtime.model_loader"):
         client = make_client(runtime="onnx", inference_threads=2, torch_threads=1, onnx_threads=2)
         assert client.get("/health/ready").status_code == 200
-        predictor = _serving_predictor(client)
-        assert _wait_for(lambda: predictor.overlap_threads == 1)
-    assert any(
-        f"model version {active_version}: runs that overlap another now use their own 1-thread session"
-        in r.getMessage()
-        for r in caplog.records
-    )
+        # Logged on the event loop once the worker thread has opened the session.
+        assert _wait_for(lambda: any(message in r.getMessage() for r in caplog.records))
+    assert _serving_predictor(client).overlap_threads == 1
     _predict(client)
 
 
