@@ -94,7 +94,6 @@ class OnnxPredictor(BasePredictor):
         self._threads = threads or available_cpus()
         self.session = self._open_session(threads)
         self._overlap_session: Any = None
-        self._overlap_threads: int | None = None
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._inputs = [i.name for i in self.session.get_inputs()]
@@ -124,13 +123,13 @@ class OnnxPredictor(BasePredictor):
         has_image, has_text = self._present(images, texts)
         session.run(["probabilities"], self._feeds(images, texts, has_image, has_text))
         self._overlap_session = session
-        self._overlap_threads = threads
         return True
 
     @property
     def overlap_threads(self) -> int | None:
         """Intra-op threads of the session for overlapping runs, or None while there is none."""
-        return self._overlap_threads
+        session = self._overlap_session
+        return None if session is None else int(session.get_session_options().intra_op_num_threads)
 
     @classmethod
     def from_checkpoint(
