@@ -49,13 +49,18 @@ class SameConv2d(nn.Conv2d):
         super().__init__(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad like TF, then convolve."""
+        """Pad like TF, then convolve.
+
+        In an ONNX export the pads are constants (``int``: the graph's image size is fixed) and the pad
+        value is explicit, so ONNX Runtime folds each Pad into its Conv; a Pad it cannot fold breaks the
+        blocked memory layout its convolutions run in (docs/PERFORMANCE.md, session 12).
+        """
         (kernel, _), (stride, _) = self.kernel_size, self.stride
         pads = []
-        for size in (x.shape[-1], x.shape[-2]):
+        for size in (int(x.shape[-1]), int(x.shape[-2])):
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads) if any(pads) else x)
+        return super().forward(F.pad(x, pads, value=0.0) if any(pads) else x)
 
 
 class MBConvBlock(nn.Module):

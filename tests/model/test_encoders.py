@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from model.encoders import (
     build_image_encoder,
     build_text_encoder,
 )
-from model.encoders.efficientnet_lite import EfficientNetLite0, weights_path
+from model.encoders.efficientnet_lite import EfficientNetLite0, SameConv2d, weights_path
 from model.encoders.minilm import MiniLM, model_dir
 from model.fusion import FusionClassifier
 from model.images import ImageTransform, load_image
@@ -164,6 +165,27 @@ def test_efficientnet_features_are_pooled_1280d(effnet: EfficientNetLite0) -> No
     pixels = ImageTransform(config, train=False)(load_image(make_jpeg(size=(64, 64)))).unsqueeze(0)
     with torch.no_grad():
         assert effnet(pixels).shape == (1, 1280)
+
+
+def test_same_padding_is_folded_into_the_convolutions_by_onnx_runtime(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    # Stride 2 pads one pixel at the bottom/right only, stride 1 two on each side: both TF "SAME" cases.
+    convs = torch.nn.Sequential(SameConv2d(3, 8, 3, stride=2), SameConv2d(8, 8, 5, groups=8)).eval()
+    pixels = ImageTransform(tiny_model_config(image_size=32), train=False)(load_image(make_jpeg()))[None]
+    graph, optimised = tmp_path / "convs.onnx", tmp_path / "optimised.onnx"
+    torch.onnx.export(convs, (pixels,), str(graph), input_names=["pixels"], opset_version=17, dynamo=False)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(optimised)
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    assert [n.op_type for n in onnx.load(str(optimised)).graph.node] == ["Conv", "Conv"]
+    with torch.no_grad():
+        expected = convs(pixels)
+    (got,) = session.run(None, {"pixels": pixels.numpy()})
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
 
 
 def test_minilm_loads_every_packaged_tensor(minilm: MiniLM) -> None:
