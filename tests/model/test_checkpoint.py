@@ -106,8 +106,8 @@ def test_loading_does_not_read_pretrained_package_weights(
     model = FusionClassifier.build(config, tiny_vocabulary(config), load_weights=False)
     save_checkpoint(tmp_path / "v1", model, metrics={}, dataset_fingerprint="f")
 
-    def no_reading() -> str:
-        raise AssertionError("package weights were read")
+    def no_reading(name: str) -> str:
+        raise AssertionError(f"package weights of {name} were read")
 
     monkeypatch.setattr(efficientnet_lite, "weights_path", no_reading)
     loaded, meta = load_checkpoint(tmp_path / "v1")

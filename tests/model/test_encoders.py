@@ -19,7 +19,7 @@ from model.encoders import (
     build_image_encoder,
     build_text_encoder,
 )
-from model.encoders.efficientnet_lite import EfficientNetLite0, SameConv2d, weights_path
+from model.encoders.efficientnet_lite import VARIANTS, EfficientNetLite, SameConv2d, weights_path
 from model.encoders.minilm import MiniLM, model_dir
 from model.fusion import FusionClassifier
 from model.images import ImageTransform, load_image
@@ -34,8 +34,8 @@ COMBINATIONS = [
 
 
 @pytest.fixture(scope="module")
-def effnet() -> EfficientNetLite0:
-    return EfficientNetLite0(pretrained=True)
+def effnet() -> EfficientNetLite:
+    return EfficientNetLite(pretrained=True)
 
 
 @pytest.fixture(scope="module")
@@ -124,32 +124,52 @@ def test_identity_follows_the_weights() -> None:
     assert first.identity.startswith("cnn@")
 
 
-def test_efficientnet_loads_every_packaged_tensor(effnet: EfficientNetLite0) -> None:
-    packaged = torch.load(weights_path(), weights_only=True, map_location="cpu")
-    ours = effnet.state_dict()
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_each_efficientnet_variant_loads_every_packaged_tensor(name: str) -> None:
+    packaged = torch.load(weights_path(name), weights_only=True, map_location="cpu")
+    encoder = EfficientNetLite(name, pretrained=True)
+    ours = encoder.state_dict()
     assert set(ours) == {k for k in packaged if not k.startswith("_fc.")}
     assert all(torch.equal(ours[k], packaged[k]) for k in ours)
+    assert encoder.identity.startswith(f"{name}@")
+    size = VARIANTS[name].image_size
+    pixels = ImageTransform(tiny_model_config(image_size=size), train=False)(load_image(make_jpeg()))[None]
+    with torch.no_grad():
+        assert encoder(pixels).shape == (1, 1280)
 
 
-def test_efficientnet_identity_is_stable_across_loads(effnet: EfficientNetLite0) -> None:
-    assert EfficientNetLite0(pretrained=True).identity == effnet.identity
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_finetune_last_starts_at_the_last_two_stages_of_each_variant(name: str) -> None:
+    encoder = EfficientNetLite(name, pretrained=True, load_weights=False)  # a checkpoint's load
+    encoder.set_finetune("last")
+    first = VARIANTS[name].first_last_block
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    blocks = {n.split(".")[1] for n in trainable if n.startswith("_blocks.")}
+    assert blocks == {str(i) for i in range(first, len(encoder._blocks))}
+    assert "_conv_head.weight" in trainable and "_conv_stem.weight" not in trainable
+    # The last two stages begin with the network's last stride-2 block.
+    assert encoder._blocks[first]._depthwise_conv.stride == (2, 2)
 
 
-def test_pretrained_encoder_starts_frozen_and_stays_in_eval(effnet: EfficientNetLite0) -> None:
+def test_efficientnet_identity_is_stable_across_loads(effnet: EfficientNetLite) -> None:
+    assert EfficientNetLite(pretrained=True).identity == effnet.identity
+
+
+def test_pretrained_encoder_starts_frozen_and_stays_in_eval(effnet: EfficientNetLite) -> None:
     assert effnet.frozen
     effnet.train()
     assert not effnet.training
 
 
 @pytest.fixture
-def unfrozen_last(effnet: EfficientNetLite0) -> Iterator[EfficientNetLite0]:
+def unfrozen_last(effnet: EfficientNetLite) -> Iterator[EfficientNetLite]:
     effnet.set_finetune("last")
     yield effnet
     effnet.set_finetune("none")
 
 
 def test_finetune_last_trains_only_the_last_blocks_with_frozen_batchnorm(
-    unfrozen_last: EfficientNetLite0,
+    unfrozen_last: EfficientNetLite,
 ) -> None:
     trainable = {n for n, p in unfrozen_last.named_parameters() if p.requires_grad}
     assert "_conv_head.weight" in trainable
@@ -160,7 +180,7 @@ def test_finetune_last_trains_only_the_last_blocks_with_frozen_batchnorm(
     assert not unfrozen_last._bn1.training
 
 
-def test_efficientnet_features_are_pooled_1280d(effnet: EfficientNetLite0) -> None:
+def test_efficientnet_features_are_pooled_1280d(effnet: EfficientNetLite) -> None:
     config = tiny_model_config(image_size=64)
     pixels = ImageTransform(config, train=False)(load_image(make_jpeg(size=(64, 64)))).unsqueeze(0)
     with torch.no_grad():
