@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -28,15 +29,20 @@ from tests.service.worker.running_jobs import (
 
 
 @pytest.mark.slow  # torchrun and two training processes start (10-20 s on a busy 2-core machine)
-def test_job_with_nproc_2_trains_in_two_processes(worker: Worker, tiny_job_params: Params) -> None:
+def test_job_with_nproc_2_trains_in_two_processes(
+    worker: Worker, tiny_job_params: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = queue(worker, {**tiny_job_params, "nproc": 2}, promote="if_better")
-    thread = run_in_thread(worker)
+    # Every snapshot the worker records, not a sample of them: 3 tiny epochs can end between two polls.
     stages: set[str] = set()
-    while thread.is_alive():
-        running = worker.jobs.get(job.id)
-        if running is not None and running.progress is not None:
-            stages.add(running.progress["stage"])
-        time.sleep(0.05)
+    record = worker.jobs.update_progress
+
+    def recording(job_id: str, progress: dict[str, Any], history: list[dict[str, Any]] | None = None) -> None:
+        stages.add(progress["stage"])
+        record(job_id, progress, history)
+
+    monkeypatch.setattr(worker.jobs, "update_progress", recording)
+    run_in_thread(worker).join()
 
     done = worker.jobs.get(job.id)
     assert done is not None and done.status is JobStatus.SUCCEEDED, done and done.error
