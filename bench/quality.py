@@ -41,7 +41,7 @@ VARIANTS = {
 }
 
 
-def _parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """`--set m.fusion=concat --set epochs=20`: `m.` keys go to ModelConfig, the others to TrainConfig."""
     model_kw: dict[str, Any] = {}
     train_kw: dict[str, Any] = {}
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
-    model_kw, train_kw = _parse_overrides(args.set)
+    model_kw, train_kw = parse_overrides(args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
 
     warm = args.cache_dir is not None and args.cache_dir.is_dir() and any(args.cache_dir.iterdir())
