@@ -66,7 +66,10 @@ class TrainParams(BaseModel):
     )
     fusion: FusionName = Field(
         default=_M.fusion,
-        description="how the two embeddings are combined (gated learns a weight per modality)",
+        description=(
+            "how the two embeddings are combined; sum is the default (docs/QUALITY.md), gated learns a"
+            " weight per modality and shows it in explain"
+        ),
     )
     pretrained: bool = Field(default=_M.pretrained, description="start from the packaged pretrained weights")
     hidden_dim: int = Field(default=_M.hidden_dim, ge=1, le=4096, description="width of the fusion head")

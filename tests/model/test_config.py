@@ -16,7 +16,7 @@ def test_model_config_default_is_the_production_recipe() -> None:
     assert (config.image_encoder, config.text_encoder, config.fusion) == (
         "efficientnet_lite0",
         "minilm",
-        "gated",
+        "sum",
     )
     assert config.pretrained
 

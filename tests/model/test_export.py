@@ -103,7 +103,7 @@ def test_cli_export_of_a_missing_checkpoint_is_a_one_line_error(
 
 @pytest.fixture(scope="module")
 def production_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default architecture (EfficientNet-Lite0 + MiniLM, gated) with its pretrained encoders."""
+    """The default architecture (EfficientNet-Lite0 + MiniLM, sum fusion) with its pretrained encoders."""
     model = FusionClassifier.build(ModelConfig(labels=("negative", "neutral", "positive")))
     path = tmp_path_factory.mktemp("production") / "v"
     return save_checkpoint(path, model.eval(), metrics={}, dataset_fingerprint="production-test")
