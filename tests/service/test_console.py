@@ -186,14 +186,14 @@ def use_key(page: Page, key: str) -> None:
     page.get_by_role("button", name="Use key").click()
 
 
-def upload_demo(server: ConsoleServer, workdir: Path, name: str) -> None:
+def upload_demo(server: ConsoleServer, workdir: Path, name: str, n_per_class: int = 6) -> None:
     """Add the demo dataset over the API (the browser's upload is tested on its own)."""
     with httpx.Client(base_url=server.url, timeout=60) as http:
         response = http.post(
             "/datasets",
             headers={"Authorization": f"Bearer {API_KEY}"},
             data={"name": name},
-            files={"file": ("demo.zip", demo_zip(workdir, n_per_class=6), "application/zip")},
+            files={"file": ("demo.zip", demo_zip(workdir, n_per_class=n_per_class), "application/zip")},
         )
     assert response.status_code == 201, response.text
 
@@ -540,7 +540,9 @@ def test_a_running_job_can_be_cancelled(
     console: RecordedPage, console_server: ConsoleServer, tmp_path: Path
 ) -> None:
     cancels = console.unique("cancels")
-    upload_demo(console_server, tmp_path, cancels)
+    # 60 samples a class: 500 tiny epochs of 12 samples can end within seconds on a fast machine, before
+    # the page has shown the training stage; of 120 they take over a minute on the server's one CPU.
+    upload_demo(console_server, tmp_path, cancels, n_per_class=60)
     page = console.page
     use_key(page, API_KEY)
     open_view(page, "Jobs")

@@ -34,8 +34,14 @@ from safetensors.torch import load_file, save_file
 from fusion_testkit.disks import MountUnavailable, fill, free, small_tmpfs
 from fusion_testkit.jobs import TINY_JOB_PARAMS
 from fusion_testkit.pg_cluster import PgServer
-from fusion_testkit.processes import free_port
-from fusion_testkit.service_process import ServiceProcess, make_versions, place_demo_dataset, predict_files
+from fusion_testkit.processes import free_port, stopped
+from fusion_testkit.service_process import (
+    ServiceProcess,
+    make_versions,
+    place_demo_dataset,
+    predict_files,
+    stop_at_env,
+)
 from fusion_testkit.zips import zip_folder
 from model.atomic import write_atomic
 from model.checkpoint import load_checkpoint
@@ -344,9 +350,13 @@ def test_a_postgres_job_database_whose_disk_fills_refuses_jobs_and_fails_the_run
     pg_disk = site.postgres_on_small_disk(160 * MIB, postgres_server_under)
     place_demo_dataset(site.data, n_per_class=8)
     (active,) = make_versions(site.models, 1)
-    http = site.start()
+    # The worker stops itself just before it records the running job's failure. PostgreSQL may take that
+    # small update on a "full" disk (the row's page has room), and the worker would then take the jobs queued
+    # below and fail them too, on the same full disk, before this test could cancel them.
+    http = site.start(**stop_at_env("service.runtime.job_store:JobStore.mark_failed"))
     running = _queue(http, {**TINY_JOB_PARAMS, "epochs": 500})
     _until(lambda: len(_job(http, running)["history"]) >= 1, "first epoch recorded")
+    (worker,) = site.servers[-1].note_workers()
     fill(pg_disk)
     # PostgreSQL still takes rows that fit in the free room of pages it has: queue jobs until it refuses.
     accepted: list[str] = []
@@ -357,11 +367,15 @@ def test_a_postgres_job_database_whose_disk_fills_refuses_jobs_and_fails_the_run
     assert answer.status_code == 507, answer.text
     assert answer.json()["error"]["code"] == "insufficient_storage"
     assert "the job database server's disk is full" in answer.json()["error"]["message"]
-    _until(lambda: "job database out of space" in site.log(), "worker waiting for space")
+    # A progress write of the running job failed on the full disk: its failure is next.
+    _until(lambda: stopped(worker), "worker about to record the failure")
+    assert _job(http, running)["status"] == "running"
     assert _served(http) == active
     free(pg_disk)
     for job_id in accepted:
-        assert http.post(f"/jobs/{job_id}/cancel").status_code == 200
+        cancelled = http.post(f"/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    os.kill(worker, signal.SIGCONT)
     job = _finished(http, running)
     assert job["status"] == "failed", job
     assert job["error"].startswith("insufficient storage (the job database server's disk is full)"), job
