@@ -3,12 +3,15 @@
 Usage: python -m bench.recipe_compare /path/to/mvsa-single --candidate "m.fusion=sum" [--candidate ...]
        [--base "key=value ..."] [--cv 5] [--repeats 2] [--cache-dir DIR] [--json OUT]
 
-Every recipe runs `model.crossval.cross_validate` once per fold seed 0 .. repeats-1, so all of them are
-measured on the same held-out folds with the same training seeds, and a candidate's per-fold differences
-from the base are paired: the fold-to-fold spread (which data is hard) cancels out. A candidate counts as
-better when its mean accuracy difference exceeds two standard errors of its paired differences. A recipe
-is written as `--set`-style pairs (`m.` keys are ModelConfig fields, the others TrainConfig's); the base
-is the defaults unless `--base` says otherwise. dev.jsonl is never read: this chooses, it does not report.
+Every recipe runs `model.crossval.cross_validate` once per repeat r with seed r x k, so all of them are
+measured on the same held-out folds, each fold trained with a seed of its own (the same for every recipe),
+and a candidate's per-fold differences from the base are paired: the fold-to-fold spread (which data is
+hard) cancels out, and each fold's training noise is its own, so the standard error counts it. (Before
+session 14 every fold of a run shared one seed: one lucky initialisation then moved all of them alike, and
+the standard error understated the noise.) A candidate counts as better when its mean accuracy difference
+exceeds two standard errors of its paired differences. A recipe is written as `--set`-style pairs (`m.`
+keys are ModelConfig fields, the others TrainConfig's); the base is the defaults unless `--base` says
+otherwise. dev.jsonl is never read: this chooses, it does not report.
 """
 
 from __future__ import annotations
@@ -58,10 +61,10 @@ def fold_scores(
     """Held-out fusion scores of every fold of `repeats` k-fold runs of the recipe `spec`."""
     model_kw, train_kw = parse_overrides(spec.split())
     scores: dict[str, list[float]] = {key: [] for key in SCORES}
-    for seed in range(repeats):
+    for repeat in range(repeats):
         summary = cross_validate(
             replace(ModelConfig(), **model_kw),
-            replace(TrainConfig(), **train_kw, seed=seed),
+            replace(TrainConfig(), **train_kw, seed=repeat * k),
             dataset,
             k=k,
             cache=cache,
@@ -79,7 +82,9 @@ def main() -> None:
     parser.add_argument("--base", default="", help="the recipe compared against (default: the defaults)")
     parser.add_argument("--candidate", action="append", required=True, help="a recipe to compare")
     parser.add_argument("--cv", type=int, default=5, metavar="K", help="folds per run (default 5)")
-    parser.add_argument("--repeats", type=int, default=2, help="k-fold runs with fold seeds 0.. (default 2)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="k-fold runs, each with its own folds (default 2)"
+    )
     parser.add_argument("--cache-dir", type=Path, help="reuse a feature cache (default: cold, temporary)")
     parser.add_argument("--json", type=Path, help="also write every fold's scores here")
     args = parser.parse_args()

@@ -1,9 +1,12 @@
 """Stratified k-fold cross-validation of a training recipe, measured on folds it never selects on.
 
 Each fold trains on the other k-1 folds, early-stopping on a stratified, seeded slice of them
-(`TrainConfig.val_fraction`); the held-out fold is only measured. Frozen features are encoded once for
-all folds (the feature cache is shared). The summary holds every fold's reports and best epoch, and per
-mode the mean and (population) std of the scalar metrics and of per-class precision, recall and F1.
+(`TrainConfig.val_fraction`); the held-out fold is only measured. Fold i (from 1) trains with seed
+`seed + i - 1`: folds that shared one seed would share its initialisation, so that one lucky or unlucky
+draw moved every fold alike and the spread over folds understated the recipe's own noise. Frozen features
+are encoded once for all folds (the feature cache is shared). The summary holds every fold's reports and
+best epoch, and per mode the mean and (population) std of the scalar metrics and of per-class precision,
+recall and F1.
 """
 
 from __future__ import annotations
@@ -49,17 +52,18 @@ def cross_validate(
             if on_progress is not None:
                 on_progress(replace(progress, fold=fold, folds=k))
 
-        fit, stopping = split_dataset(fold_train, train_config.val_fraction, train_config.seed)
+        fold_config = replace(train_config, seed=train_config.seed + fold - 1)
+        fit, stopping = split_dataset(fold_train, fold_config.val_fraction, fold_config.seed)
         result = train(
             model_config,
-            train_config,
+            fold_config,
             fit,
             stopping,
             cache=cache,
             on_progress=report,
             should_stop=should_stop,
         )
-        reports = evaluate(result.model, heldout, cache=cache, num_workers=train_config.num_workers)
+        reports = evaluate(result.model, heldout, cache=cache, num_workers=fold_config.num_workers)
         folds.append(
             {
                 "best_epoch": result.best_epoch,

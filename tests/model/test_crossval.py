@@ -37,19 +37,19 @@ def test_early_stopping_uses_a_slice_of_the_fold_and_never_the_heldout_fold(
 ) -> None:
     data = demo_train.subset(range(0, 200, 4))
     config = dataclasses.replace(xor_train_config, epochs=2, val_fraction=0.2)
-    seen: list[tuple[set, set]] = []
+    seen: list[tuple[set, set, int]] = []
 
     def spy(
         model_config: ModelConfig, train_config: TrainConfig, fit: Dataset, stopping: Dataset, **kw: Any
     ) -> TrainResult:
-        seen.append(({s.image for s in fit.samples}, {s.image for s in stopping.samples}))
+        seen.append(({s.image for s in fit.samples}, {s.image for s in stopping.samples}, train_config.seed))
         return real_train(model_config, train_config, fit, stopping, **kw)
 
     real_train = crossval.train
     monkeypatch.setattr(crossval, "train", spy)
     summary = cross_validate(xor_model_config, config, data, k=5)
 
-    for (fit, stopping), (fold_train, heldout) in zip(seen, kfold_datasets(data, 5, 0), strict=True):
+    for (fit, stopping, _), (fold_train, heldout) in zip(seen, kfold_datasets(data, 5, 0), strict=True):
         heldout_images = {s.image for s in heldout.samples}
         assert stopping and stopping.isdisjoint(heldout_images) and fit.isdisjoint(heldout_images)
         assert fit | stopping == {s.image for s in fold_train.samples}
@@ -57,6 +57,8 @@ def test_early_stopping_uses_a_slice_of_the_fold_and_never_the_heldout_fold(
     assert [fold["heldout_samples"] for fold in summary["folds"]] == [
         len(h) for _, h in kfold_datasets(data, 5, 0)
     ]
+    # Each fold trains with a seed of its own, so the folds' spread includes the training noise.
+    assert [seed for _, _, seed in seen] == [config.seed + i for i in range(5)]
 
 
 def test_summary_has_every_fold_with_mean_std_and_per_class(
