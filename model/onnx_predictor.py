@@ -76,7 +76,7 @@ class OnnxPredictor(BasePredictor):
         import onnxruntime as ort
 
         try:
-            config = ModelConfig.from_checkpoint(meta["model_config"])
+            config = ModelConfig.from_dict(meta["model_config"])
             vocab = Vocabulary.from_dict(meta["vocabulary"]) if meta["vocabulary"] is not None else None
             tokenize = build_tokenizer(config, vocab) if config.text_encoder != "none" else None
         except ValueError as exc:

@@ -15,8 +15,7 @@ import torch
 
 from model.datasets import Dataset
 from model.features import FeatureCache, Features, frozen_modalities
-from model.fusion import FusionClassifier
-from model.heads import FusionOutput
+from model.fusion import FusionClassifier, FusionOutput
 from model.loading import image_batches, slice_inputs
 
 # Which modalities the head sees in each evaluation mode (model.config.MODES).

@@ -67,8 +67,8 @@ class TrainParams(BaseModel):
     fusion: FusionName = Field(
         default=_M.fusion,
         description=(
-            "how the two embeddings are combined: sum, sum_product (adds their product), concat, or gated"
-            " (learns a weight per modality and shows it in explain); docs/QUALITY.md compares them"
+            "how the two embeddings are combined; sum is the default (docs/QUALITY.md), gated learns a"
+            " weight per modality and shows it in explain"
         ),
     )
     pretrained: bool = Field(default=_M.pretrained, description="start from the packaged pretrained weights")
@@ -82,19 +82,6 @@ class TrainParams(BaseModel):
         ge=1,
         le=16,
         description="fusion heads trained side by side on the same features, probabilities averaged",
-    )
-    agreement_head: bool = Field(
-        default=_M.agreement_head,
-        description=(
-            "each modality also predicts the label alone and the two answers combine by agreement (a"
-            " neutral one defers to the other); the model answers the mean with the fusion head's"
-        ),
-    )
-    neutral_label: str = Field(
-        default=_M.neutral_label,
-        min_length=1,
-        max_length=200,
-        description="the label that defers to the other modality in the agreement head",
     )
     image_size: int = Field(default=_M.image_size, ge=16, le=1024, description="square input size, pixels")
     max_text_tokens: int = Field(

@@ -14,7 +14,7 @@ from service.runtime.model_store import ModelVersion
 def _model_config(config: dict[str, Any]) -> ModelConfig | None:
     """The checkpoint's model config, or None when it does not parse (the version's `error` says why)."""
     try:
-        return ModelConfig.from_checkpoint(config)
+        return ModelConfig.from_dict(config)
     except (TypeError, ValueError):
         return None
 
@@ -28,7 +28,7 @@ class ModelVersionPublic(BaseModel):
     labels: list[str] = Field(default_factory=list, description="The labels it predicts, in output order")
     image_encoder: str | None = Field(None, description="Image encoder, e.g. `efficientnet_lite0`")
     text_encoder: str | None = Field(None, description="Text encoder, e.g. `minilm`")
-    fusion: str | None = Field(None, description="Fusion head: `concat`, `sum`, `sum_product` or `gated`")
+    fusion: str | None = Field(None, description="Fusion head: `concat`, `sum` or `gated`")
     modalities: list[str] = Field(default_factory=list, description="Inputs the model has an encoder for")
     supports_missing_modality: bool = Field(
         False, description="Whether either input may be left out of a prediction"

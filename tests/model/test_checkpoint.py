@@ -48,24 +48,13 @@ def test_an_ensemble_round_trips_with_every_member(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_from_before_ensemble_members_loads(tmp_path: Path) -> None:
-    model = build_tiny_model(agreement_head=False)  # the agreement head came after members
+    model = build_tiny_model()
     saved = save_checkpoint(tmp_path / "v1", model, metrics={}, dataset_fingerprint="abc")
     # The layout of checkpoints written before `members`: the one head's tensors at the top level.
     tensors = {k.removeprefix("heads.0."): v for k, v in load_file(str(saved / "model.safetensors")).items()}
     assert "classifier.0.weight" in tensors
     save_file(tensors, str(saved / "model.safetensors"))
     loaded, _ = load_checkpoint(saved)
-    assert torch.equal(_outputs(model), _outputs(loaded))
-
-
-def test_a_checkpoint_from_before_the_agreement_head_loads(tmp_path: Path) -> None:
-    model = build_tiny_model(agreement_head=False)
-    saved = save_checkpoint(tmp_path / "v1", model, metrics={}, dataset_fingerprint="abc")
-    meta = json.loads((saved / "config.json").read_text())
-    del meta["model_config"]["agreement_head"]  # the config of checkpoints written before the field
-    (saved / "config.json").write_text(json.dumps(meta))
-    loaded, _ = load_checkpoint(saved)
-    assert not loaded.config.agreement_head
     assert torch.equal(_outputs(model), _outputs(loaded))
 
 

@@ -26,13 +26,6 @@ def test_model_config_round_trips_through_json() -> None:
     assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_a_stored_config_from_before_the_agreement_head_loads_without_one() -> None:
-    stored = ModelConfig(labels=("neg", "pos"), agreement_head=True).to_dict()
-    assert ModelConfig.from_checkpoint(stored).agreement_head
-    del stored["agreement_head"]  # what a checkpoint written before the field holds
-    assert not ModelConfig.from_checkpoint(stored).agreement_head
-
-
 def test_train_config_round_trips_through_json() -> None:
     config = TrainConfig(epochs=3, schedule="step", finetune="last", kfold=5, metric="accuracy")
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

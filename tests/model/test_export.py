@@ -77,12 +77,6 @@ def test_lstm_text_encoder_exports_and_matches_torch_on_other_shapes(tmp_path: P
     assert export_onnx(path)["file"] == ONNX_FILE  # the export checks parity on a batch of 3 itself
 
 
-def test_agreement_head_exports_and_matches_torch(tmp_path: Path) -> None:
-    labels = ("negative", "neutral", "positive")
-    path = save_tiny_checkpoint(tmp_path / "v", labels, fusion="sum_product", agreement_head=True)
-    assert export_onnx(path)["file"] == ONNX_FILE  # the export checks parity on a batch of 3 itself
-
-
 def test_image_only_model_has_no_text_inputs(tmp_path: Path) -> None:
     path = save_tiny_checkpoint(tmp_path / "v", text_encoder="none", fusion="concat")
     entry = export_onnx(path)

@@ -17,7 +17,7 @@ def _feats(model: FusionClassifier, batch: int = 4) -> tuple[torch.Tensor, torch
     return torch.randn(batch, model.image_encoder.out_dim), torch.randn(batch, model.text_encoder.out_dim)
 
 
-@pytest.mark.parametrize("fusion", ["concat", "sum", "sum_product", "gated"])
+@pytest.mark.parametrize("fusion", ["concat", "sum", "gated"])
 def test_head_gives_one_logit_per_label(fusion: str) -> None:
     model = build_tiny_model(fusion=fusion, labels=("a", "b", "c"))
     out = model.head(*_feats(model), ALL, ALL)
@@ -31,7 +31,7 @@ def test_gated_fusion_returns_per_sample_modality_weights() -> None:
     assert torch.allclose(gate.sum(dim=1), torch.ones(4))
 
 
-@pytest.mark.parametrize("fusion", ["concat", "sum", "sum_product"])
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
 def test_ungated_fusion_has_no_gate(fusion: str) -> None:
     model = build_tiny_model(fusion=fusion)
     assert model.head(*_feats(model), ALL, ALL).gate is None
@@ -97,7 +97,7 @@ def test_modality_dropout_is_off_in_eval_mode() -> None:
     assert torch.equal(model.head(img, txt, both, both).logits, model.head(img, txt, both, both).logits)
 
 
-@pytest.mark.parametrize("fusion", ["concat", "sum", "sum_product", "gated"])
+@pytest.mark.parametrize("fusion", ["concat", "sum", "gated"])
 def test_head_learns_an_xor_of_image_and_text(fusion: str) -> None:
     torch.manual_seed(0)
     model = build_tiny_model(fusion=fusion, modality_dropout=0.0).train()
