@@ -47,7 +47,10 @@ def parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     train_kw: dict[str, Any] = {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
-        value = json.loads(raw) if raw[:1] in "0123456789-[{tf" else raw
+        try:  # numbers, true / false, lists; anything else (finetune=text, m.fusion=sum) is a string
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
         (model_kw if key.startswith("m.") else train_kw)[key.removeprefix("m.")] = value
     return model_kw, train_kw
 

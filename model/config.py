@@ -20,7 +20,8 @@ IMAGE_ENCODERS = (
 TEXT_ENCODERS = ("bow", "lstm", "minilm", "none")
 FUSIONS = ("concat", "sum", "gated")
 SCHEDULES = ("cosine", "step", "constant")
-FINETUNE_MODES = ("none", "last", "all")
+# "text" fine-tunes all of the text encoder and keeps the image encoder frozen (its features cached).
+FINETUNE_MODES = ("none", "last", "all", "text")
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 # What a model is evaluated as: both modalities, or the head with the other one marked missing.

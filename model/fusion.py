@@ -228,10 +228,12 @@ class FusionClassifier(nn.Module):
         return self.head(img_feats, txt_feats, image_present, text_present)
 
     def set_finetune(self, mode: str) -> None:
-        """Freeze ("none") or unfreeze ("last" blocks, "all") the pretrained encoders."""
-        for encoder in (self.image_encoder, self.text_encoder):
+        """Freeze ("none") or unfreeze ("last" blocks, "all") the pretrained encoders; "text" unfreezes all
+        of the text encoder and keeps the image encoder frozen."""
+        image_mode, text_mode = ("none", "all") if mode == "text" else (mode, mode)
+        for encoder, encoder_mode in ((self.image_encoder, image_mode), (self.text_encoder, text_mode)):
             if encoder is not None:
-                encoder.set_finetune(mode)
+                encoder.set_finetune(encoder_mode)
 
     def parameter_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Optimizer groups: pretrained encoder weights at ``encoder_lr``, the rest at ``lr``.

@@ -3,7 +3,7 @@
 `train` is a plain function: it reports through an `on_progress` callback, checks `should_stop` every
 step and prints nothing; it seeds torch's RNG for reproducibility. Frozen pretrained encoders run once
 per sample through the feature cache, so training the head on their features takes seconds; encoders
-that train (from scratch, or fine-tuned with `finetune="last"|"all"` at `encoder_lr`) see every batch.
+that train (from scratch, or fine-tuned with `finetune="last"|"all"|"text"` at `encoder_lr`) see every batch.
 Evaluation is `model.evaluation`, cross-validation `model.crossval`, the optimiser `model.optimisation`.
 
 Inside a torch.distributed process group (e.g. under torchrun, see `model.distributed`) `train` runs

@@ -10,6 +10,9 @@ from torch import nn
 
 from model.config import FINETUNE_MODES
 
+# What one encoder can do; the model's "text" mode gives each encoder one of these.
+ENCODER_FINETUNE_MODES = tuple(mode for mode in FINETUNE_MODES if mode != "text")
+
 
 class Encoder(nn.Module):
     """An encoder mapping a batch of one modality to features [B, out_dim].
@@ -50,8 +53,8 @@ class Encoder(nn.Module):
 
     def set_finetune(self, mode: str) -> None:
         """Choose which pretrained weights train: "none", the "last" blocks, or "all"."""
-        if mode not in FINETUNE_MODES:
-            raise ValueError(f"finetune: must be one of {', '.join(FINETUNE_MODES)}; got {mode!r}")
+        if mode not in ENCODER_FINETUNE_MODES:
+            raise ValueError(f"finetune: must be one of {', '.join(ENCODER_FINETUNE_MODES)}; got {mode!r}")
         if not self.pretrained:
             mode = "all"
         self.finetune = mode

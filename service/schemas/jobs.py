@@ -115,7 +115,10 @@ class TrainParams(BaseModel):
     )
     finetune: FinetuneMode = Field(
         default=_T.finetune,
-        description="freeze the pretrained encoders (none) or fine-tune their last block or all of them",
+        description=(
+            "freeze the pretrained encoders (none), fine-tune their last block or all of them, or all of"
+            " the text encoder only (text: the image features stay cached)"
+        ),
     )
     metric: MetricName = Field(
         default=_T.metric,

@@ -148,3 +148,14 @@ def test_parameter_groups_give_finetuned_pretrained_weights_the_encoder_lr() -> 
     assert encoder_lrs() == set()  # frozen by default
     model.set_finetune("all")
     assert encoder_lrs() == {1e-5}
+
+
+def test_finetune_text_unfreezes_the_text_encoder_and_keeps_the_image_encoder_frozen() -> None:
+    config = tiny_model_config(image_encoder="efficientnet_lite0", text_encoder="minilm", pretrained=True)
+    model = FusionClassifier.build(config, load_weights=False)
+    model.set_finetune("text")
+    assert model.image_encoder is not None and model.text_encoder is not None
+    assert model.image_encoder.frozen
+    assert all(p.requires_grad for p in model.text_encoder.parameters())
+    model.set_finetune("none")
+    assert model.text_encoder.frozen

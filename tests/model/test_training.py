@@ -12,6 +12,7 @@ from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset
 from model.distributed import Ranks
 from model.features import FeatureCache
+from model.fusion import FusionClassifier
 from model.prepared_data import batch_features, head_output, iter_batches, prepare_data
 from model.progress import Progress
 from model.training import TrainingCancelled, TrainResult, epoch_batches, train
@@ -112,6 +113,31 @@ def test_frozen_text_encoder_trains_on_cached_features(
         runs.append([p.stage for p in progress])
     assert "encoding" in runs[0]
     assert "encoding" not in runs[1]
+
+
+def test_finetune_text_trains_the_text_encoder_on_cached_image_features(
+    xor_train_config: TrainConfig, demo_train: Dataset, tmp_path: Path
+) -> None:
+    config = ModelConfig(
+        image_encoder="efficientnet_lite0",
+        text_encoder="minilm",
+        image_size=32,
+        hidden_dim=16,
+        max_text_tokens=16,
+    )
+    small = demo_train.subset(range(24))
+    one_epoch = dataclasses.replace(xor_train_config, epochs=1, finetune="text", encoder_lr=1e-3)
+    cache = FeatureCache(tmp_path)
+    untrained = FusionClassifier.build(dataclasses.replace(config, labels=small.labels))
+
+    trained = train(config, one_epoch, small, cache=cache).model
+
+    assert trained.text_encoder is not None and trained.image_encoder is not None
+    assert not trained.text_encoder.frozen and trained.image_encoder.frozen
+    before, after = untrained.state_dict(), trained.state_dict()
+    changed = {key.split(".")[0] for key in after if not torch.equal(before[key], after[key])}
+    assert "text_encoder" in changed and "image_encoder" not in changed
+    assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.glob("image-*")]  # no text cache
 
 
 def test_a_warm_feature_cache_trains_the_same_model_as_a_cold_one(
