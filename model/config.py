@@ -119,8 +119,8 @@ class ModelConfig(_JsonConfig):
 
     image_encoder: str = "efficientnet_lite0"
     text_encoder: str = "minilm"
-    # sum beat gated by 1.3 points of accuracy in paired 5-fold CV on MVSA-Single train (docs/QUALITY.md);
-    # gated also answers per-request modality weights (`explain`).
+    # sum is no worse than gated in paired CV on MVSA-Single train (+0.5 +/- 0.5 points of accuracy,
+    # docs/QUALITY.md) and simpler; gated also answers per-request modality weights (`explain`).
     fusion: str = "sum"
     labels: tuple[str, ...] = ()
     hidden_dim: int = 256
