@@ -110,6 +110,13 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
     dist.init_process_group("nccl" if target.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT)
     try:
         yield current_ranks()
+        # Every rank done (rank 0's checkpoint save included) before any tears its connections down: a rank
+        # that destroyed its gloo pairs while another still wrote was seen to abort at exit (SIGABRT,
+        # "terminate called without an active exception"). A rank that failed has left the group: the
+        # barrier then errors at once, and the ranks still here go on to their own teardown (torchrun
+        # reports the failed one).
+        with contextlib.suppress(RuntimeError):
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
