@@ -20,7 +20,7 @@ from model.encoders import (
     build_text_encoder,
 )
 from model.encoders.efficientnet_lite import VARIANTS, EfficientNetLite, SameConv2d, weights_path
-from model.encoders.minilm import MiniLM, model_dir
+from model.encoders.minilm import CPU_CHUNK_ROWS, MiniLM, model_dir
 from model.fusion import FusionClassifier
 from model.images import ImageTransform, load_image
 from model.text import normalize_text
@@ -220,6 +220,28 @@ def test_minilm_truncates_to_max_text_tokens() -> None:
     inputs = encoder.tokenize(["word " * 50, "short"])
     assert inputs["input_ids"].shape == (2, 8)
     assert inputs["attention_mask"][1].sum() == 3  # [CLS] short [SEP]
+
+
+def test_minilm_batches_in_length_chunks_give_each_text_its_own_embedding_and_gradient() -> None:
+    encoder = MiniLM(tiny_model_config(text_encoder="minilm"), load_weights=False)
+    encoder.set_finetune("all")
+    encoder.eval()  # no dropout: the chunked batch and the texts one by one must agree exactly
+    texts = [" ".join(["word"] * (1 + (7 * i) % 40)) + f" {i}" for i in range(2 * CPU_CHUNK_ROWS + 5)]
+    weights = torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0))
+    inputs = encoder.tokenize(texts)
+    assert inputs["attention_mask"].sum(dim=1).unique().numel() > 10  # lengths vary, and unsorted
+
+    batched = encoder(inputs)
+    (batched * weights).sum().backward()
+    used = [p for p in encoder.parameters() if p.grad is not None]  # the unused pooler gets none
+    batched_grads = [p.grad.clone() for p in used]
+    encoder.zero_grad()
+    alone = torch.cat([encoder(encoder.tokenize([text])) for text in texts])
+    (alone * weights).sum().backward()
+
+    assert len(used) > 90
+    assert torch.allclose(batched, alone, atol=1e-5)
+    assert all(torch.allclose(b, p.grad, atol=1e-4) for b, p in zip(batched_grads, used, strict=True))
 
 
 @pytest.mark.slow  # importing sentence-transformers (and transformers) alone takes seconds
