@@ -1,7 +1,7 @@
 """Paired cross-validation of training recipes on train.jsonl: is a change better than the folds' noise?
 
 Usage: python -m bench.recipe_compare /path/to/mvsa-single --candidate "m.fusion=sum" [--candidate ...]
-       [--base "key=value ..."] [--cv 5] [--repeats 2] [--cache-dir DIR] [--json OUT]
+       [--base "key=value ..."] [--cv 5] [--repeats 2] [--first-repeat 0] [--cache-dir DIR] [--json OUT]
 
 Every recipe runs `model.crossval.cross_validate` once per repeat r with seed r x k, so all of them are
 measured on the same held-out folds, each fold trained with a seed of its own (the same for every recipe),
@@ -11,7 +11,9 @@ session 14 every fold of a run shared one seed: one lucky initialisation then mo
 the standard error understated the noise.) A candidate counts as better when its mean accuracy difference
 exceeds two standard errors of its paired differences. A recipe is written as `--set`-style pairs (`m.`
 keys are ModelConfig fields, the others TrainConfig's); the base is the defaults unless `--base` says
-otherwise. dev.jsonl is never read: this chooses, it does not report.
+otherwise. `--first-repeat R` starts at repeat R: a later run adds new, independent folds to an earlier
+one's (pool the two `--json` files' fold lists with `paired_difference`). dev.jsonl is never read: this
+chooses, it does not report.
 """
 
 from __future__ import annotations
@@ -56,12 +58,12 @@ def paired_difference(candidate: list[float], base: list[float]) -> PairedDiffer
 
 
 def fold_scores(
-    spec: str, dataset: Dataset, k: int, repeats: int, cache: FeatureCache
+    spec: str, dataset: Dataset, k: int, repeats: range, cache: FeatureCache
 ) -> dict[str, list[float]]:
-    """Held-out fusion scores of every fold of `repeats` k-fold runs of the recipe `spec`."""
+    """Held-out fusion scores of every fold of the k-fold runs `repeats` of the recipe `spec`."""
     model_kw, train_kw = parse_overrides(spec.split())
     scores: dict[str, list[float]] = {key: [] for key in SCORES}
-    for repeat in range(repeats):
+    for repeat in repeats:
         summary = cross_validate(
             replace(ModelConfig(), **model_kw),
             replace(TrainConfig(), **train_kw, seed=repeat * k),
@@ -85,16 +87,23 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=2, help="k-fold runs, each with its own folds (default 2)"
     )
+    parser.add_argument(
+        "--first-repeat", type=int, default=0, help="the first repeat's index, for new folds (default 0)"
+    )
     parser.add_argument("--cache-dir", type=Path, help="reuse a feature cache (default: cold, temporary)")
     parser.add_argument("--json", type=Path, help="also write every fold's scores here")
     args = parser.parse_args()
+    repeats = range(args.first_repeat, args.first_repeat + args.repeats)
     dataset = load_dataset(args.data_dir, split="train", skip_invalid=True)
-    print(f"train: {len(dataset)} samples ({dataset.skipped} skipped); {args.repeats} x {args.cv}-fold CV")
+    print(
+        f"train: {len(dataset)} samples ({dataset.skipped} skipped);"
+        f" repeats {repeats.start}-{repeats.stop - 1} of {args.cv}-fold CV"
+    )
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="compare-cache-") as tmp:
         cache = FeatureCache(args.cache_dir or Path(tmp))
         for spec in [args.base, *args.candidate]:
-            out[spec] = fold_scores(spec, dataset, args.cv, args.repeats, cache)
+            out[spec] = fold_scores(spec, dataset, args.cv, repeats, cache)
             print(f"done: {spec or 'defaults'}", flush=True)
     base = out[args.base]
     print()

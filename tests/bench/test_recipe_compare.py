@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
-from bench.recipe_compare import paired_difference
+from bench import recipe_compare
+from bench.recipe_compare import fold_scores, paired_difference
 
 
 def test_a_small_gain_on_every_fold_is_better_despite_a_wide_spread_between_folds() -> None:
@@ -30,3 +33,18 @@ def test_folds_must_pair_up() -> None:
         paired_difference([0.7, 0.8], [0.7, 0.8, 0.9])
     with pytest.raises(ValueError, match="folds"):
         paired_difference([0.7], [0.7])
+
+
+def test_repeats_from_a_later_first_repeat_train_on_new_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    seeds: list[int] = []
+
+    def fake_cross_validate(model_config: Any, train_config: Any, data: Any, *, k: int, cache: Any) -> dict:
+        seeds.append(train_config.seed)
+        score = {"accuracy": 0.5, "weighted_f1": 0.4, "macro_f1": 0.3}
+        return {"folds": [{"fusion": score}] * k}
+
+    monkeypatch.setattr(recipe_compare, "cross_validate", fake_cross_validate)
+    scores = fold_scores("epochs=3", cast(Any, None), 5, range(1, 3), cast(Any, None))
+
+    assert seeds == [5, 10]  # repeat r folds with seed r x k; repeat 0 (seed 0) is not run again
+    assert scores["accuracy"] == [0.5] * 10
