@@ -57,7 +57,9 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator | None = N
     return batches
 
 
-def slice_inputs(inputs: Mapping[str, torch.Tensor], index: Sequence[int]) -> dict[str, torch.Tensor]:
+def slice_inputs(
+    inputs: Mapping[str, torch.Tensor], index: Sequence[int] | torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Rows `index` of pre-tokenized [N, L] tensors, dropping padding columns beyond the batch's longest."""
     rows = torch.as_tensor(index, dtype=torch.long)
     batch = {key: value[rows] for key, value in inputs.items()}

@@ -15,6 +15,7 @@ from torch import nn
 
 from model.config import ModelConfig
 from model.encoders.base import TextEncoder
+from model.loading import slice_inputs
 from model.text import normalize_text
 
 HIDDEN = 384
@@ -217,12 +218,11 @@ class MiniLM(TextEncoder):
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         if input_ids.device.type != "cpu" or len(input_ids) <= CPU_CHUNK_ROWS or torch.jit.is_tracing():
             return self._embed(input_ids, attention_mask)
-        lengths = attention_mask.sum(dim=1)
-        order = torch.argsort(lengths)
+        order = torch.argsort(attention_mask.sum(dim=1))
         chunks = []
         for rows in order.split(CPU_CHUNK_ROWS):
-            width = max(1, int(lengths[rows].max()))
-            chunks.append(self._embed(input_ids[rows, :width], attention_mask[rows, :width]))
+            chunk = slice_inputs(inputs, rows)  # padded to the chunk's longest
+            chunks.append(self._embed(chunk["input_ids"], chunk["attention_mask"]))
         return torch.cat(chunks)[torch.argsort(order)]
 
     def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
