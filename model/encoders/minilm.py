@@ -30,7 +30,7 @@ DROPOUT = 0.1
 PAD_ID = 0
 # Rows per length-sorted chunk of a CPU batch (`MiniLM.forward`). Tweets average 22 WordPiece tokens, but a
 # random batch of 32 pads to about 40; chunks of 16 take 15 % off a fine-tuning step on 2 cores
-# (`bench/text_chunks.py`; chunks of 8 did no better).
+# (`bench/text_chunks.py`; its `--chunk-rows 8` did no better).
 CPU_CHUNK_ROWS = 16
 
 
