@@ -22,6 +22,8 @@ FUSIONS = ("concat", "sum", "gated")
 SCHEDULES = ("cosine", "step", "constant")
 # "text" fine-tunes all of the text encoder and keeps the image encoder frozen (its features cached).
 FINETUNE_MODES = ("none", "last", "all", "text")
+# Transformer layers of the text encoders that have them (TrainConfig.finetune_layers).
+TEXT_ENCODER_LAYERS = {"minilm": 6}
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 # What a model is evaluated as: both modalities, or the head with the other one marked missing.
@@ -202,6 +204,9 @@ class TrainConfig(_JsonConfig):
     augment: bool = False
     seed: int = 0
     finetune: str = "none"
+    # With finetune "text": how many of the text encoder's top transformer layers train (0: all of it). The
+    # embeddings and the layers below stay frozen; their token states are computed once per run.
+    finetune_layers: int = 0
     device: str = "auto"
     num_workers: int = 0
     kfold: int = 0  # 0 = single train/val split, >= 2 = k-fold cross-validation
@@ -223,6 +228,9 @@ class TrainConfig(_JsonConfig):
         _in_range("patience", self.patience, 0)
         _in_range("seed", self.seed, 0)
         _one_of("finetune", self.finetune, FINETUNE_MODES)
+        _in_range("finetune_layers", self.finetune_layers, 0, max(TEXT_ENCODER_LAYERS.values()))
+        if self.finetune_layers and self.finetune != "text":
+            raise ValueError(f"finetune_layers: needs finetune 'text'; got finetune {self.finetune!r}")
         _one_of("device", self.device, DEVICES)
         _in_range("num_workers", self.num_workers, 0, 64)
         if self.kfold == 1 or self.kfold < 0 or self.kfold > 20:
@@ -238,6 +246,16 @@ class TrainConfig(_JsonConfig):
             )
 
 
+def check_finetune_layers(model_config: ModelConfig, train_config: TrainConfig) -> None:
+    """ValueError("finetune_layers: ...") when the recipe asks for more layers than its text encoder has."""
+    layers = TEXT_ENCODER_LAYERS.get(model_config.text_encoder, 0)
+    if train_config.finetune_layers > layers:
+        raise ValueError(
+            f"finetune_layers: text_encoder {model_config.text_encoder} has {layers} transformer layers;"
+            f" got {train_config.finetune_layers}"
+        )
+
+
 __all__ = [
     "DEVICES",
     "FINETUNE_MODES",
@@ -247,6 +265,8 @@ __all__ = [
     "MODES",
     "SCHEDULES",
     "TEXT_ENCODERS",
+    "TEXT_ENCODER_LAYERS",
     "ModelConfig",
     "TrainConfig",
+    "check_finetune_layers",
 ]

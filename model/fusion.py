@@ -227,13 +227,16 @@ class FusionClassifier(nn.Module):
         )
         return self.head(img_feats, txt_feats, image_present, text_present)
 
-    def set_finetune(self, mode: str) -> None:
+    def set_finetune(self, mode: str, text_layers: int = 0) -> None:
         """Freeze ("none") or unfreeze ("last" blocks, "all") the pretrained encoders; "text" unfreezes all
-        of the text encoder and keeps the image encoder frozen."""
+        of the text encoder, or only its top `text_layers` transformer layers, and keeps the image encoder
+        frozen."""
         image_mode, text_mode = ("none", "all") if mode == "text" else (mode, mode)
         for encoder, encoder_mode in ((self.image_encoder, image_mode), (self.text_encoder, text_mode)):
             if encoder is not None:
                 encoder.set_finetune(encoder_mode)
+        if text_layers and self.text_encoder is not None:
+            self.text_encoder.train_top_layers(text_layers)
 
     def parameter_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """Optimizer groups: pretrained encoder weights at ``encoder_lr``, the rest at ``lr``.

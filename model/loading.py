@@ -60,11 +60,12 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator | None = N
 def slice_inputs(
     inputs: Mapping[str, torch.Tensor], index: Sequence[int] | torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Rows `index` of pre-tokenized [N, L] tensors, dropping padding columns beyond the batch's longest."""
+    """Rows `index` of pre-tokenized [N, L] tensors (or token states [N, L, H]), dropping padding columns
+    beyond the batch's longest."""
     rows = torch.as_tensor(index, dtype=torch.long)
     batch = {key: value[rows] for key, value in inputs.items()}
     mask = batch.get("attention_mask")
     if mask is not None and mask.ndim == 2:
         width = max(1, int(mask.sum(dim=1).max()))
-        batch = {key: value[:, :width] if value.ndim == 2 else value for key, value in batch.items()}
+        batch = {key: value[:, :width] if value.ndim >= 2 else value for key, value in batch.items()}
     return batch

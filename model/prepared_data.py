@@ -1,8 +1,9 @@
 """A dataset as tensors for training and evaluation, and how one batch of it becomes head outputs.
 
 `prepare_data` maps labels to the model's order, fetches the features of frozen encoders through the
-feature cache and tokenizes texts once; `iter_batches`, `batch_features` and `head_output` turn rows of
-it into features (cached rows, or the encoders run on the batch) and fusion-head outputs.
+feature cache and tokenizes texts once (and runs a text encoder's frozen lower layers on them once, when
+only its top layers train); `iter_batches`, `batch_features` and `head_output` turn rows of it into
+features (cached rows, or the encoders run on the batch) and fusion-head outputs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from model.datasets import Dataset
+from model.encoders.token_states import TokenStates
 from model.features import FeatureCache, Features, frozen_modalities
 from model.fusion import FusionClassifier, FusionOutput
 from model.loading import image_batches, slice_inputs
@@ -29,6 +31,8 @@ class PreparedData:
     labels: torch.Tensor
     features: Features = field(default_factory=Features)
     text_inputs: dict[str, torch.Tensor] | None = None  # pre-tokenized texts for a text encoder that trains
+    # ... or, when only its top layers train, the token states of its frozen lower layers
+    text_states: TokenStates | None = None
     image_paths: list[Path] | None = None  # decoded per batch for an image encoder that trains
 
     def __len__(self) -> int:
@@ -62,14 +66,20 @@ def prepare_data(
         # Small enough ([N, D]) to live on the model's device for the whole run.
         device = model_device(model)
         features = Features(*(f.to(device) if f is not None else None for f in (cached.image, cached.text)))
-    trains_text = model.text_encoder is not None and "text" not in frozen
     trains_image = model.image_encoder is not None and "image" not in frozen
-    return PreparedData(
+    data = PreparedData(
         labels=torch.tensor([index[s.label] for s in dataset.samples], dtype=torch.long),
         features=features,
-        text_inputs=model.tokenize([s.text for s in dataset.samples]) if trains_text else None,
         image_paths=[s.image for s in dataset.samples] if trains_image else None,
     )
+    if model.text_encoder is not None and "text" not in frozen:
+        tokens = model.tokenize([s.text for s in dataset.samples])
+        if model.text_encoder.trained_layers:
+            device = model_device(model)
+            data.text_states = model.text_encoder.frozen_states({k: v.to(device) for k, v in tokens.items()})
+        else:
+            data.text_inputs = tokens
+    return data
 
 
 def iter_batches(
@@ -109,7 +119,9 @@ def batch_features(
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         image = model.encode_image(pixels)
     text = data.features.text[rows] if data.features.text is not None else None
-    if data.text_inputs is not None:
+    if data.text_states is not None:
+        text = model.encode_text(data.text_states.rows(batch))
+    elif data.text_inputs is not None:
         inputs = slice_inputs(data.text_inputs, batch)
         text = model.encode_text({k: v.to(device, non_blocking=True) for k, v in inputs.items()})
     return image, text

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from model.config import FINETUNE_MODES
+from model.encoders.token_states import TokenStates
 
 # What one encoder can do; the model's "text" mode gives each encoder one of these.
 ENCODER_FINETUNE_MODES = tuple(mode for mode in FINETUNE_MODES if mode != "text")
@@ -80,8 +81,27 @@ class ImageEncoder(Encoder):
 
 
 class TextEncoder(Encoder):
-    """Encoder of tokenized texts; ``tokenize`` turns raw strings into its input tensors."""
+    """Encoder of tokenized texts; ``tokenize`` turns raw strings into its input tensors.
+
+    ``train_top_layers`` trains only the top transformer layers of an encoder that has them; the encoder
+    then also takes the token states of its frozen part (``frozen_states``) in place of tokens.
+    """
+
+    trained_layers = 0  # 0: what ``set_finetune`` chose; n: only the top n transformer layers train
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Normalise and tokenize raw texts into a dict of [B, L] tensors."""
         raise NotImplementedError
+
+    def set_finetune(self, mode: str) -> None:
+        """As `Encoder.set_finetune`; it also ends ``train_top_layers``."""
+        self.trained_layers = 0
+        super().set_finetune(mode)
+
+    def train_top_layers(self, layers: int) -> None:
+        """Train only the top `layers` transformer layers; the embeddings and the layers below freeze."""
+        raise ValueError(f"finetune_layers: {self.name} has no transformer layers")
+
+    def frozen_states(self, inputs: Mapping[str, torch.Tensor]) -> TokenStates:
+        """The token states of `tokenize` output after the frozen embeddings and layers."""
+        raise NotImplementedError(f"{self.name} has no frozen layers")

@@ -6,7 +6,7 @@ package's ``tokenizer.json`` gives the WordPiece tokenizer.  No transformers / s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ from torch import nn
 
 from model.config import ModelConfig
 from model.encoders.base import TextEncoder
+from model.encoders.token_states import TokenStates
 from model.loading import slice_inputs
 from model.text import normalize_text
 
@@ -32,6 +33,8 @@ PAD_ID = 0
 # random batch of 32 pads to about 40; chunks of 16 take 15 % off a fine-tuning step on 2 cores
 # (`bench/text_chunks.py`; its `--chunk-rows 8` did no better).
 CPU_CHUNK_ROWS = 16
+# Rows per length-sorted chunk when `frozen_states` runs the frozen layers once over a whole dataset.
+FROZEN_CHUNK_ROWS = 64
 
 
 def model_dir() -> Path:
@@ -207,30 +210,79 @@ class MiniLM(TextEncoder):
         """WordPiece ids and attention mask [B, L] of the normalised texts (L = longest, capped)."""
         return self.tokenizer(texts)
 
+    def train_top_layers(self, layers: int) -> None:
+        """Train only the top `layers` transformer layers (1 to 6); the embeddings and the layers below
+        freeze, and `forward` also takes their token states (`frozen_states`) in place of tokens."""
+        if not 1 <= layers <= LAYERS:
+            raise ValueError(f"finetune_layers: {self.name} has {LAYERS} transformer layers; got {layers}")
+        self.set_finetune("all")
+        self.trained_layers = layers
+        self.embeddings.requires_grad_(False)
+        for layer in self._frozen_layers():
+            layer.requires_grad_(False)
+
+    @torch.no_grad()
+    def frozen_states(self, inputs: Mapping[str, torch.Tensor]) -> TokenStates:
+        """Each text's token states after the frozen embeddings and layers, in eval mode, real tokens only."""
+        was_training = self.training
+        self.eval()
+        lengths = inputs["attention_mask"].sum(dim=1)
+        order = torch.argsort(lengths)
+        per_text: list[torch.Tensor] = [lengths.new_empty(0)] * len(order)
+        for rows in order.split(FROZEN_CHUNK_ROWS):
+            chunk = slice_inputs(inputs, rows)
+            states = self._layers(
+                self._embeddings(chunk["input_ids"]), chunk["attention_mask"], self._frozen_layers()
+            )
+            for row, text_states, length in zip(rows.tolist(), states, lengths[rows].tolist(), strict=True):
+                per_text[row] = text_states[:length].clone()
+        self.train(was_training)
+        return TokenStates.pack(per_text)
+
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Unit-length sentence embeddings [B, 384].
+        """Unit-length sentence embeddings [B, 384] of `tokenize` output, or of `frozen_states` rows
+        ({"hidden_states", "attention_mask"}), which run only the layers above them.
 
         On CPU a batch of more than `CPU_CHUNK_ROWS` texts runs as chunks of texts of similar length, each
         padded only to its own longest, and the rows come back in their order: the same embeddings for
         less padding (docs/QUALITY.md). Not while tracing for ONNX export, whose graph must not depend on
         one batch's lengths.
         """
-        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-        if input_ids.device.type != "cpu" or len(input_ids) <= CPU_CHUNK_ROWS or torch.jit.is_tracing():
-            return self._embed(input_ids, attention_mask)
+        attention_mask = inputs["attention_mask"]
+        if (
+            attention_mask.device.type != "cpu"
+            or len(attention_mask) <= CPU_CHUNK_ROWS
+            or torch.jit.is_tracing()
+        ):
+            return self._embed(inputs)
         order = torch.argsort(attention_mask.sum(dim=1))
-        chunks = []
-        for rows in order.split(CPU_CHUNK_ROWS):
-            chunk = slice_inputs(inputs, rows)  # padded to the chunk's longest
-            chunks.append(self._embed(chunk["input_ids"], chunk["attention_mask"]))
+        chunks = [self._embed(slice_inputs(inputs, rows)) for rows in order.split(CPU_CHUNK_ROWS)]
         return torch.cat(chunks)[torch.argsort(order)]
 
-    def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Unit-length sentence embeddings [B, 384] of right-padded ids and their mask."""
-        x = self.embeddings(input_ids, torch.zeros_like(input_ids))
+    def _frozen_layers(self) -> list[nn.Module]:
+        """The transformer layers below the trained top ones (none unless `train_top_layers`)."""
+        return list(self.encoder.layer[: LAYERS - self.trained_layers]) if self.trained_layers else []
+
+    def _embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(input_ids, torch.zeros_like(input_ids))
+
+    def _layers(
+        self, x: torch.Tensor, attention_mask: torch.Tensor, layers: Iterable[nn.Module]
+    ) -> torch.Tensor:
         keys = attention_mask.bool()[:, None, None, :]
-        for layer in self.encoder.layer:
+        for layer in layers:
             x = layer(x, keys)
+        return x
+
+    def _embed(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Unit-length sentence embeddings [B, 384] of right-padded inputs (padded to their longest)."""
+        attention_mask = inputs["attention_mask"]
+        if "hidden_states" in inputs:
+            x = self._layers(
+                inputs["hidden_states"], attention_mask, self.encoder.layer[len(self._frozen_layers()) :]
+            )
+        else:
+            x = self._layers(self._embeddings(inputs["input_ids"]), attention_mask, self.encoder.layer)
         weights = attention_mask.unsqueeze(-1).to(x.dtype)
         pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
         return F.normalize(pooled.float(), p=2, dim=1)

@@ -16,9 +16,11 @@ from model.config import (
     IMAGE_ENCODERS,
     METRICS,
     SCHEDULES,
+    TEXT_ENCODER_LAYERS,
     TEXT_ENCODERS,
     ModelConfig,
     TrainConfig,
+    check_finetune_layers,
 )
 from service.runtime.dataset_store import NAME_PATTERN
 from service.runtime.job_record import Job, JobStatus
@@ -120,6 +122,15 @@ class TrainParams(BaseModel):
             " the text encoder only (text: the image features stay cached)"
         ),
     )
+    finetune_layers: int = Field(
+        default=_T.finetune_layers,
+        ge=0,
+        le=max(TEXT_ENCODER_LAYERS.values()),
+        description=(
+            "with finetune text: how many of the text encoder's top transformer layers train (0: all of"
+            " it); the layers below run once per job (minilm has 6)"
+        ),
+    )
     metric: MetricName = Field(
         default=_T.metric,
         description="validation metric for early stopping and for promote=if_better",
@@ -149,10 +160,10 @@ class TrainParams(BaseModel):
         if val_fraction is not None:
             train_values["val_fraction"] = val_fraction
         model_values = {key: value for key, value in values.items() if key in model_keys}
-        return (
-            ModelConfig.from_dict({**model_values, "labels": tuple(labels)}),
-            TrainConfig.from_dict(train_values),
-        )
+        model_config = ModelConfig.from_dict({**model_values, "labels": tuple(labels)})
+        train_config = TrainConfig.from_dict(train_values)
+        check_finetune_layers(model_config, train_config)
+        return model_config, train_config
 
 
 class CrossValidation(BaseModel):

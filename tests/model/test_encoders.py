@@ -20,9 +20,11 @@ from model.encoders import (
     build_text_encoder,
 )
 from model.encoders.efficientnet_lite import VARIANTS, EfficientNetLite, SameConv2d, weights_path
-from model.encoders.minilm import CPU_CHUNK_ROWS, MiniLM, model_dir
+from model.encoders.minilm import CPU_CHUNK_ROWS, FROZEN_CHUNK_ROWS, MiniLM, model_dir
+from model.encoders.token_states import TokenStates
 from model.fusion import FusionClassifier
 from model.images import ImageTransform, load_image
+from model.loading import slice_inputs
 from model.text import normalize_text
 
 SENTENCES = ["A man is eating food.", "RT @bob: the weather is lovely today #sun", "I hate mondays!!"]
@@ -242,6 +244,52 @@ def test_minilm_batches_in_length_chunks_give_each_text_its_own_embedding_and_gr
     assert len(used) > 90
     assert torch.allclose(batched, alone, atol=1e-5)
     assert all(torch.allclose(b, p.grad, atol=1e-4) for b, p in zip(batched_grads, used, strict=True))
+
+
+def test_minilm_top_layers_on_frozen_token_states_give_the_full_embeddings_and_train_alone() -> None:
+    encoder = MiniLM(tiny_model_config(text_encoder="minilm"), load_weights=False)
+    encoder.train_top_layers(2)
+    encoder.eval()  # no dropout, so the two ways must agree
+    texts = [" ".join(["word"] * (1 + (5 * i) % 30)) + f" {i}" for i in range(FROZEN_CHUNK_ROWS + 9)]
+    inputs = encoder.tokenize(texts)
+
+    states = encoder.frozen_states(inputs)
+    rows = [70, 3, 41, 0, *range(8, 30)]  # more than a CPU chunk, unsorted
+    top = encoder(states.rows(rows))
+    top.sum().backward()
+
+    assert len(states) == len(texts) and len(states.states) == int(inputs["attention_mask"].sum())
+    assert torch.allclose(top, encoder(slice_inputs(inputs, rows)), atol=1e-5)
+    trained = {name for name, p in encoder.named_parameters() if p.grad is not None}
+    assert trained and all(name.startswith(("encoder.layer.4.", "encoder.layer.5.")) for name in trained)
+    assert not encoder.embeddings.word_embeddings.weight.requires_grad
+    encoder.set_finetune("none")
+    assert encoder.frozen and encoder.trained_layers == 0
+
+
+def test_token_states_rows_pad_each_text_to_the_longest_of_the_batch() -> None:
+    per_text = [torch.full((n, 2), float(n)) for n in (3, 1, 2)]
+    states = TokenStates.pack(per_text)
+
+    batch = states.rows([2, 0])
+
+    assert torch.equal(batch["attention_mask"], torch.tensor([[1, 1, 0], [1, 1, 1]]))
+    assert torch.equal(batch["hidden_states"][0], torch.tensor([[2.0, 2.0], [2.0, 2.0], [0.0, 0.0]]))
+    assert torch.equal(batch["hidden_states"][1], per_text[0])
+
+
+@pytest.mark.parametrize("layers", [0, 7])
+def test_minilm_refuses_a_number_of_top_layers_it_does_not_have(layers: int) -> None:
+    encoder = MiniLM(tiny_model_config(text_encoder="minilm"), load_weights=False)
+    with pytest.raises(ValueError, match=rf"^finetune_layers: minilm has 6 transformer layers; got {layers}"):
+        encoder.train_top_layers(layers)
+
+
+def test_a_text_encoder_without_transformer_layers_refuses_top_layer_training() -> None:
+    config = tiny_model_config()
+    encoder = build_text_encoder("bow", config, tiny_vocabulary(config))
+    with pytest.raises(ValueError, match=r"^finetune_layers: bow has no transformer layers"):
+        encoder.train_top_layers(1)
 
 
 @pytest.mark.slow  # importing sentence-transformers (and transformers) alone takes seconds

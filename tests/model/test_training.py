@@ -140,6 +140,25 @@ def test_finetune_text_trains_the_text_encoder_on_cached_image_features(
     assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.glob("image-*")]  # no text cache
 
 
+def test_finetune_layers_train_only_the_text_encoders_top_layers_on_their_frozen_token_states(
+    xor_train_config: TrainConfig, demo_train: Dataset, tmp_path: Path
+) -> None:
+    config = ModelConfig(image_encoder="none", text_encoder="minilm", hidden_dim=16, max_text_tokens=16)
+    small = demo_train.subset(range(24))
+    one_epoch = dataclasses.replace(
+        xor_train_config, epochs=1, finetune="text", finetune_layers=1, encoder_lr=1e-3
+    )
+    untrained = FusionClassifier.build(dataclasses.replace(config, labels=small.labels))
+
+    result = train(config, one_epoch, small, cache=FeatureCache(tmp_path))
+
+    before, after = untrained.state_dict(), result.model.state_dict()
+    changed = {key for key in after if not torch.equal(before[key], after[key])}
+    text_changed = {key for key in changed if key.startswith("text_encoder.")}
+    assert text_changed and all(key.startswith("text_encoder.encoder.layer.5.") for key in text_changed)
+    assert result.metrics["fusion"] is not None
+
+
 def test_a_warm_feature_cache_trains_the_same_model_as_a_cold_one(
     xor_train_config: TrainConfig, demo_train: Dataset, tmp_path: Path
 ) -> None:
