@@ -190,11 +190,14 @@ class ModelConfig(_JsonConfig):
 class TrainConfig(_JsonConfig):
     """Hyper-parameters of one training run."""
 
-    epochs: int = 30
+    # The default recipe fine-tunes MiniLM's top two layers at encoder_lr 5e-5 over cached image features
+    # for 5 epochs: on 10 paired CV folds of MVSA-Single train it beats the frozen encoders by 1.9 +/- 0.5
+    # points of accuracy (docs/QUALITY.md, session 16).
+    epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-4
-    # Learning rate for fine-tuned pretrained encoder weights (finetune "last" or "all").
-    encoder_lr: float = 2e-5
+    # Learning rate for fine-tuned pretrained encoder weights (finetune "last", "all" or "text").
+    encoder_lr: float = 5e-5
     weight_decay: float = 1e-2
     warmup_ratio: float = 0.05
     schedule: str = "cosine"
@@ -203,10 +206,11 @@ class TrainConfig(_JsonConfig):
     class_weighted: bool = False
     augment: bool = False
     seed: int = 0
-    finetune: str = "none"
-    # With finetune "text": how many of the text encoder's top transformer layers train (0: all of it). The
-    # embeddings and the layers below stay frozen; their token states are computed once per run.
-    finetune_layers: int = 0
+    finetune: str = "text"
+    # With finetune "text": how many of a pretrained text encoder's top transformer layers train (0: all of
+    # it). Its embeddings and the layers below stay frozen; their token states are computed once per run.
+    # Other finetune modes, and encoders trained from scratch (bow, lstm), ignore it.
+    finetune_layers: int = 2
     device: str = "auto"
     num_workers: int = 0
     kfold: int = 0  # 0 = single train/val split, >= 2 = k-fold cross-validation
@@ -229,8 +233,6 @@ class TrainConfig(_JsonConfig):
         _in_range("seed", self.seed, 0)
         _one_of("finetune", self.finetune, FINETUNE_MODES)
         _in_range("finetune_layers", self.finetune_layers, 0, max(TEXT_ENCODER_LAYERS.values()))
-        if self.finetune_layers and self.finetune != "text":
-            raise ValueError(f"finetune_layers: needs finetune 'text'; got finetune {self.finetune!r}")
         _one_of("device", self.device, DEVICES)
         _in_range("num_workers", self.num_workers, 0, 64)
         if self.kfold == 1 or self.kfold < 0 or self.kfold > 20:
@@ -246,16 +248,6 @@ class TrainConfig(_JsonConfig):
             )
 
 
-def check_finetune_layers(model_config: ModelConfig, train_config: TrainConfig) -> None:
-    """ValueError("finetune_layers: ...") when the recipe asks for more layers than its text encoder has."""
-    layers = TEXT_ENCODER_LAYERS.get(model_config.text_encoder, 0)
-    if train_config.finetune_layers > layers:
-        raise ValueError(
-            f"finetune_layers: text_encoder {model_config.text_encoder} has {layers} transformer layers;"
-            f" got {train_config.finetune_layers}"
-        )
-
-
 __all__ = [
     "DEVICES",
     "FINETUNE_MODES",
@@ -268,5 +260,4 @@ __all__ = [
     "TEXT_ENCODER_LAYERS",
     "ModelConfig",
     "TrainConfig",
-    "check_finetune_layers",
 ]

@@ -229,13 +229,13 @@ class FusionClassifier(nn.Module):
 
     def set_finetune(self, mode: str, text_layers: int = 0) -> None:
         """Freeze ("none") or unfreeze ("last" blocks, "all") the pretrained encoders; "text" unfreezes all
-        of the text encoder, or only its top `text_layers` transformer layers, and keeps the image encoder
-        frozen."""
+        of the text encoder, or only its top `text_layers` transformer layers (when it has them), and keeps
+        the image encoder frozen. Other modes ignore `text_layers`."""
         image_mode, text_mode = ("none", "all") if mode == "text" else (mode, mode)
         for encoder, encoder_mode in ((self.image_encoder, image_mode), (self.text_encoder, text_mode)):
             if encoder is not None:
                 encoder.set_finetune(encoder_mode)
-        if text_layers and self.text_encoder is not None:
+        if mode == "text" and text_layers and self.text_encoder is not None:
             self.text_encoder.train_top_layers(text_layers)
 
     def parameter_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from model.config import METRICS, ModelConfig, TrainConfig, check_finetune_layers
+from model.config import METRICS, ModelConfig, TrainConfig
 from model.datasets import Dataset
 from model.device import autocast, resolve_device
 from model.distributed import Ranks, all_reduce, broadcast_buffers, current_ranks, local_main_first, shard
@@ -95,7 +95,6 @@ def build_model(
     if config.text_encoder in VOCAB_ENCODERS:
         vocab = build_vocabulary((s.text for s in train_set.samples), config)
     model = FusionClassifier.build(config, vocab)
-    check_finetune_layers(config, train_config)
     model.set_finetune(train_config.finetune, train_config.finetune_layers)
     model.to(device)
     trains_image = model.image_encoder is not None and not model.image_encoder.frozen

@@ -99,8 +99,11 @@ class TextEncoder(Encoder):
         super().set_finetune(mode)
 
     def train_top_layers(self, layers: int) -> None:
-        """Train only the top `layers` transformer layers; the embeddings and the layers below freeze."""
-        raise ValueError(f"finetune_layers: {self.name} has no transformer layers")
+        """Train only the top `layers` transformer layers; the embeddings and the layers below freeze.
+
+        Encoders without pretrained transformer layers train whole, as every encoder trained from
+        scratch does (`Encoder.set_finetune`).
+        """
 
     def frozen_states(self, inputs: Mapping[str, torch.Tensor]) -> TokenStates:
         """The token states of `tokenize` output after the frozen embeddings and layers."""

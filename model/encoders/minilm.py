@@ -212,10 +212,13 @@ class MiniLM(TextEncoder):
 
     def train_top_layers(self, layers: int) -> None:
         """Train only the top `layers` transformer layers (1 to 6); the embeddings and the layers below
-        freeze, and `forward` also takes their token states (`frozen_states`) in place of tokens."""
+        freeze, and `forward` also takes their token states (`frozen_states`) in place of tokens. A MiniLM
+        trained from scratch trains whole."""
         if not 1 <= layers <= LAYERS:
             raise ValueError(f"finetune_layers: {self.name} has {LAYERS} transformer layers; got {layers}")
         self.set_finetune("all")
+        if not self.pretrained:
+            return
         self.trained_layers = layers
         self.embeddings.requires_grad_(False)
         for layer in self._frozen_layers():

@@ -20,7 +20,6 @@ from model.config import (
     TEXT_ENCODERS,
     ModelConfig,
     TrainConfig,
-    check_finetune_layers,
 )
 from service.runtime.dataset_store import NAME_PATTERN
 from service.runtime.job_record import Job, JobStatus
@@ -127,8 +126,9 @@ class TrainParams(BaseModel):
         ge=0,
         le=max(TEXT_ENCODER_LAYERS.values()),
         description=(
-            "with finetune text: how many of the text encoder's top transformer layers train (0: all of"
-            " it); the layers below run once per job (minilm has 6)"
+            "with finetune text: how many of the pretrained text encoder's top transformer layers train"
+            " (0: all of it; minilm has 6); the layers below run once per job. Other modes, and bow / lstm"
+            " (trained from scratch, whole), ignore it"
         ),
     )
     metric: MetricName = Field(
@@ -160,10 +160,10 @@ class TrainParams(BaseModel):
         if val_fraction is not None:
             train_values["val_fraction"] = val_fraction
         model_values = {key: value for key, value in values.items() if key in model_keys}
-        model_config = ModelConfig.from_dict({**model_values, "labels": tuple(labels)})
-        train_config = TrainConfig.from_dict(train_values)
-        check_finetune_layers(model_config, train_config)
-        return model_config, train_config
+        return (
+            ModelConfig.from_dict({**model_values, "labels": tuple(labels)}),
+            TrainConfig.from_dict(train_values),
+        )
 
 
 class CrossValidation(BaseModel):

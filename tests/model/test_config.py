@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from model.config import ModelConfig, TrainConfig, check_finetune_layers
+from model.config import ModelConfig, TrainConfig
 
 
 def test_model_config_default_is_the_production_recipe() -> None:
@@ -132,14 +132,3 @@ def test_batch_size_of_two_rows_per_process_is_accepted() -> None:
 def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3  # type: ignore[misc]
-
-
-def test_finetune_layers_need_finetune_text_and_a_text_encoder_with_that_many_layers() -> None:
-    with pytest.raises(ValueError, match=r"^finetune_layers: needs finetune 'text'; got finetune 'all'"):
-        TrainConfig(finetune="all", finetune_layers=2)
-    top_two = TrainConfig(finetune="text", finetune_layers=2)
-    check_finetune_layers(ModelConfig(text_encoder="minilm"), top_two)
-    with pytest.raises(
-        ValueError, match=r"^finetune_layers: text_encoder bow has 0 transformer layers; got 2"
-    ):
-        check_finetune_layers(ModelConfig(text_encoder="bow"), top_two)

@@ -285,11 +285,14 @@ def test_minilm_refuses_a_number_of_top_layers_it_does_not_have(layers: int) -> 
         encoder.train_top_layers(layers)
 
 
-def test_a_text_encoder_without_transformer_layers_refuses_top_layer_training() -> None:
-    config = tiny_model_config()
-    encoder = build_text_encoder("bow", config, tiny_vocabulary(config))
-    with pytest.raises(ValueError, match=r"^finetune_layers: bow has no transformer layers"):
-        encoder.train_top_layers(1)
+@pytest.mark.parametrize("name", ["bow", "minilm"])
+def test_text_encoders_trained_from_scratch_train_whole_whatever_finetune_layers_says(name: str) -> None:
+    config = tiny_model_config(text_encoder=name, pretrained=False)
+    encoder = build_text_encoder(name, config, tiny_vocabulary(config), load_weights=False)
+
+    encoder.train_top_layers(1)
+
+    assert encoder.trained_layers == 0 and all(p.requires_grad for p in encoder.parameters())
 
 
 @pytest.mark.slow  # importing sentence-transformers (and transformers) alone takes seconds

@@ -105,7 +105,7 @@ def test_frozen_text_encoder_trains_on_cached_features(
 ) -> None:
     config = ModelConfig(image_encoder="none", text_encoder="minilm", hidden_dim=16, max_text_tokens=16)
     small = demo_train.subset(range(24))
-    one_epoch = dataclasses.replace(xor_train_config, epochs=1)
+    one_epoch = dataclasses.replace(xor_train_config, epochs=1, finetune="none")
     runs: list[list[str]] = []
     for _ in range(2):
         progress: list[Progress] = []
@@ -126,7 +126,9 @@ def test_finetune_text_trains_the_text_encoder_on_cached_image_features(
         max_text_tokens=16,
     )
     small = demo_train.subset(range(24))
-    one_epoch = dataclasses.replace(xor_train_config, epochs=1, finetune="text", encoder_lr=1e-3)
+    one_epoch = dataclasses.replace(
+        xor_train_config, epochs=1, finetune="text", finetune_layers=0, encoder_lr=1e-3
+    )
     cache = FeatureCache(tmp_path)
     untrained = FusionClassifier.build(dataclasses.replace(config, labels=small.labels))
 

@@ -1,7 +1,8 @@
 """The first run's demo, on its real path: production encoders, the shipped recipe, >= 0.95 on every seed.
 
-Slow by nature: the production encoders embed the 750 demo pictures and captions once (cached for the
-other seeds); see the README for the measured run time.
+Slow by nature: the production image encoder embeds the 750 demo pictures once (cached for the other
+seeds), and each seed fine-tunes MiniLM's top two layers on the captions; see the README for the measured
+run time.
 """
 
 from __future__ import annotations

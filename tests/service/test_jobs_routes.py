@@ -211,12 +211,7 @@ def test_report_is_a_png_once_the_job_has_epochs(
         ({"params": {"nproc": 4, "batch_size": 4}}, "params.batch_size"),  # fewer than 2 rows per process
         ({"params": {"lr": 2.0}}, "params.lr"),
         ({"params": {"image_encoder": "vgg"}}, "params.image_encoder"),
-        ({"params": {"finetune_layers": 2}}, "params.finetune_layers"),  # needs finetune "text"
-        ({"params": {"finetune": "text", "finetune_layers": 7}}, "params.finetune_layers"),
-        (
-            {"params": {"finetune": "text", "finetune_layers": 1, "text_encoder": "bow"}},
-            "params.finetune_layers",
-        ),
+        ({"params": {"finetune_layers": 7}}, "params.finetune_layers"),  # minilm has 6
         ({"params": {"unknown_knob": 1}}, "params.unknown_knob"),
         ({"validation": 0.9}, "validation"),
         ({"promote": "sometimes"}, "promote"),
