@@ -29,6 +29,7 @@ from fusion_testkit.jobs import TINY_JOB_PARAMS
 from fusion_testkit.processes import free_port
 from fusion_testkit.service_process import ServiceProcess
 from fusion_testkit.zips import demo_zip, valid_entries, zip_entries
+from model.config import TrainConfig
 from service.runtime.model_store import ModelStore
 
 if TYPE_CHECKING:
@@ -327,7 +328,7 @@ def test_every_view_renders_styled_and_without_errors(
     open_view(page, "Datasets")
     page.wait_for_selector("#ds-list > :is(.cards, p.muted)")
     open_view(page, "Jobs")
-    assert job_field(page, "params.epochs").input_value() == "30"
+    assert job_field(page, "params.epochs").input_value() == str(TrainConfig().epochs)
     page.wait_for_selector("#job-list > *")
     open_view(page, "Models")
     page.wait_for_selector(f"table.models th[data-version='{active}'] .active-badge")
@@ -461,7 +462,8 @@ def test_upload_train_promote_predict_and_roll_back(
     # Jobs: the form from the schema, tiny params, live progress to the end, promoted by if_better.
     open_view(page, "Jobs")
     assert job_field(page, "promote").input_value() == "if_better"
-    assert job_field(page, "params.epochs").input_value() == "30"  # the default recipe, shown
+    assert job_field(page, "params.epochs").input_value() == str(TrainConfig().epochs)  # the default, shown
+    assert job_field(page, "params.finetune_layers").input_value() == str(TrainConfig().finetune_layers)
     cv_folds = job_field(page, "cv.folds")
     assert not cv_folds.is_visible()  # cross-validation is off until asked for
     page.get_by_label("send cv").check()
