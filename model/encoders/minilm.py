@@ -221,7 +221,7 @@ class MiniLM(TextEncoder):
             return
         self.trained_layers = layers
         self.embeddings.requires_grad_(False)
-        for layer in self._frozen_layers():
+        for layer in self.encoder.layer[: self._frozen_count()]:
             layer.requires_grad_(False)
 
     @torch.no_grad()
@@ -235,7 +235,9 @@ class MiniLM(TextEncoder):
         for rows in order.split(FROZEN_CHUNK_ROWS):
             chunk = slice_inputs(inputs, rows)
             states = self._layers(
-                self._embeddings(chunk["input_ids"]), chunk["attention_mask"], self._frozen_layers()
+                self._embeddings(chunk["input_ids"]),
+                chunk["attention_mask"],
+                self.encoder.layer[: self._frozen_count()],
             )
             for row, text_states, length in zip(rows.tolist(), states, lengths[rows].tolist(), strict=True):
                 per_text[row] = text_states[:length].clone()
@@ -262,9 +264,9 @@ class MiniLM(TextEncoder):
         chunks = [self._embed(slice_inputs(inputs, rows)) for rows in order.split(CPU_CHUNK_ROWS)]
         return torch.cat(chunks)[torch.argsort(order)]
 
-    def _frozen_layers(self) -> list[nn.Module]:
-        """The transformer layers below the trained top ones (none unless `train_top_layers`)."""
-        return list(self.encoder.layer[: LAYERS - self.trained_layers]) if self.trained_layers else []
+    def _frozen_count(self) -> int:
+        """How many transformer layers lie below the trained top ones (none unless `train_top_layers`)."""
+        return LAYERS - self.trained_layers if self.trained_layers else 0
 
     def _embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embeddings(input_ids, torch.zeros_like(input_ids))
@@ -282,7 +284,7 @@ class MiniLM(TextEncoder):
         attention_mask = inputs["attention_mask"]
         if "hidden_states" in inputs:
             x = self._layers(
-                inputs["hidden_states"], attention_mask, self.encoder.layer[len(self._frozen_layers()) :]
+                inputs["hidden_states"], attention_mask, self.encoder.layer[self._frozen_count() :]
             )
         else:
             x = self._layers(self._embeddings(inputs["input_ids"]), attention_mask, self.encoder.layer)
