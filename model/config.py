@@ -204,6 +204,8 @@ class TrainConfig(_JsonConfig):
     grad_clip: float = 1.0  # 0 disables clipping
     patience: int = 8  # epochs without improvement before stopping early; 0 disables
     class_weighted: bool = False
+    # Share of each target's probability spread evenly over all classes (cross-entropy label smoothing).
+    label_smoothing: float = 0.0
     augment: bool = False
     seed: int = 0
     finetune: str = "text"
@@ -230,6 +232,7 @@ class TrainConfig(_JsonConfig):
         _one_of("schedule", self.schedule, SCHEDULES)
         _in_range("grad_clip", self.grad_clip, 0.0)
         _in_range("patience", self.patience, 0)
+        _in_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
         _in_range("seed", self.seed, 0)
         _one_of("finetune", self.finetune, FINETUNE_MODES)
         _in_range("finetune_layers", self.finetune_layers, 0, max(TEXT_ENCODER_LAYERS.values()))

@@ -27,7 +27,7 @@ class Optimisation:
 def make_optimisation(
     model: FusionClassifier, config: TrainConfig, train_labels: torch.Tensor, total_steps: int
 ) -> Optimisation:
-    """AdamW, warm-up then `config.schedule` over `total_steps`, loss weighted by `train_labels` if asked."""
+    """AdamW, warm-up then `config.schedule` over `total_steps`; the loss smoothed and weighted as asked."""
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(
         model.parameter_groups(config.lr, config.encoder_lr, config.weight_decay),
@@ -41,7 +41,9 @@ def make_optimisation(
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=torch.amp.GradScaler("cuda") if fp16 else None,
-        loss_fn=nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None),
+        loss_fn=nn.CrossEntropyLoss(
+            weight=weights.to(device) if weights is not None else None, label_smoothing=config.label_smoothing
+        ),
     )
 
 

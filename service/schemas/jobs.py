@@ -110,6 +110,9 @@ class TrainParams(BaseModel):
     class_weighted: bool = Field(
         default=_T.class_weighted, description="weight the loss by inverse label frequency (imbalanced data)"
     )
+    label_smoothing: float = Field(
+        default=_T.label_smoothing, ge=0.0, le=0.5, description="share of each target spread over all classes"
+    )
     augment: bool = Field(default=_T.augment, description="random crops and flips of the training images")
     seed: int = Field(
         default=_T.seed, ge=0, le=2**31 - 1, description="seed of the split, shuffling and init"

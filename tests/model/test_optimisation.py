@@ -1,4 +1,4 @@
-"""Tests for model.optimisation: class weights and learning-rate schedules."""
+"""Tests for model.optimisation: the loss, class weights and learning-rate schedules."""
 
 from __future__ import annotations
 
@@ -7,7 +7,21 @@ import itertools
 import pytest
 import torch
 
-from model.optimisation import class_weights, lr_lambda
+from fusion_testkit.factories import build_tiny_model
+from model.config import TrainConfig
+from model.optimisation import class_weights, lr_lambda, make_optimisation
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_label_smoothing_spreads_the_target_over_every_class(smoothing: float) -> None:
+    model = build_tiny_model(labels=("a", "b", "c"))
+    labels = torch.tensor([0, 1, 2, 0])
+    loss_fn = make_optimisation(model, TrainConfig(label_smoothing=smoothing), labels, 10).loss_fn
+    logits = torch.tensor([[2.0, 0.5, -1.0]])
+    log_p = logits.log_softmax(dim=1)[0]
+    # The target puts 1 - s + s/3 on the label and s/3 on each other class.
+    expected = -((1 - smoothing) * log_p[0] + smoothing * log_p.mean())
+    assert float(loss_fn(logits, torch.tensor([0]))) == pytest.approx(float(expected), rel=1e-6)
 
 
 def test_class_weights_are_inverse_frequency() -> None:
