@@ -3,9 +3,9 @@
     python -m bench.demo_seeds --data-seeds 0,1,2 --train-seeds 0,1,2,3,4 --fusions concat,gated
 
 Trains the production encoders with the shipped recipe (image features cached, MiniLM's top layers
-fine-tuned), as `python -m service
---bootstrap-demo` does, on demo datasets written with each data seed; prints one line per run and the
-lowest fusion accuracy. Each new data seed embeds 750 pictures once (minutes on a small CPU).
+fine-tuned), as `python -m service --bootstrap-demo` does, on demo datasets written with each data seed;
+prints one line per run and the lowest fusion accuracy. Each new data seed embeds 750 pictures once
+(minutes on a small CPU).
 """
 
 from __future__ import annotations

@@ -41,9 +41,9 @@ def bootstrap_demo(
 ) -> str | None:
     """Train and activate a demo model unless a version is already active; returns the new version.
 
-    The default recipe (`TrainConfig()`: MiniLM's top two layers fine-tuned over cached image features)
-    on the production encoders with a concat head (`ModelConfig(fusion="concat")`);
-    on the sentiment demo task it reaches 1.000 validation accuracy (tests/service/test_demo_recipe.py).
+    It trains the default recipe (`TrainConfig()`: MiniLM's top two layers fine-tuned over cached image
+    features) on the production encoders with a concat head (`ModelConfig(fusion="concat")`); on the
+    sentiment demo task it reaches 1.000 validation accuracy (tests/service/test_demo_recipe.py).
     `n_per_class` defaults to `write_demo_dataset`'s; progress bars show on a terminal only.
     """
     from model.config import ModelConfig, TrainConfig
