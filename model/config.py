@@ -26,6 +26,8 @@ FINETUNE_MODES = ("none", "last", "all", "text")
 TEXT_ENCODER_LAYERS = {"minilm": 6}
 DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
+# Which epoch's weights a run keeps (TrainConfig.keep).
+KEPT_EPOCHS = ("best", "last")
 # What a model is evaluated as: both modalities, or the head with the other one marked missing.
 MODES = ("fusion", "image_only", "text_only")
 
@@ -218,6 +220,10 @@ class TrainConfig(_JsonConfig):
     num_workers: int = 0
     kfold: int = 0  # 0 = single train/val split, >= 2 = k-fold cross-validation
     metric: str = "accuracy"
+    # Which epoch's weights a run keeps: the "best" by `metric` on the validation split (stopping after
+    # `patience` epochs without a gain), or the "last" (every epoch runs, patience is ignored; the
+    # validation split is still measured each epoch, reported, and compared by promote if_better).
+    keep: str = "best"
     val_fraction: float = 0.15  # used when no validation set is given
     # Training processes on this machine (data-parallel): the CLI and the worker launch them through
     # torchrun; `train()` itself runs in whatever process group it is called in.
@@ -242,6 +248,7 @@ class TrainConfig(_JsonConfig):
         if self.kfold == 1 or self.kfold < 0 or self.kfold > 20:
             raise ValueError(f"kfold: must be 0 (off) or between 2 and 20; got {self.kfold}")
         _one_of("metric", self.metric, METRICS)
+        _one_of("keep", self.keep, KEPT_EPOCHS)
         _in_range("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         _in_range("nproc", self.nproc, 1, 256)
         # Each of several processes needs two rows of every global batch (batch norm); see `train`.
@@ -257,6 +264,7 @@ __all__ = [
     "FINETUNE_MODES",
     "FUSIONS",
     "IMAGE_ENCODERS",
+    "KEPT_EPOCHS",
     "METRICS",
     "MODES",
     "SCHEDULES",

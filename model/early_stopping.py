@@ -1,4 +1,5 @@
-"""Early stopping: keep the best epoch's weights by a validation metric, stop after `patience` epochs."""
+"""Early stopping: keep the best epoch's weights by a validation metric, stop after `patience` epochs;
+or keep the last epoch's."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from model.fusion import FusionClassifier
 class EarlyStopping:
     """Keeps the weights of the best epoch by `metric` and says when `patience` epochs brought nothing.
 
-    Without validation reports every epoch counts as the best (the last one is kept); patience 0 never stops.
+    Without validation reports, or with ``keep="last"``, every epoch counts as the best (the last one is
+    kept) and nothing stops early; patience 0 never stops.
     """
 
-    def __init__(self, model: FusionClassifier, metric: str, patience: int) -> None:
+    def __init__(self, model: FusionClassifier, metric: str, patience: int, keep: str = "best") -> None:
         self.model = model
         self.metric = metric
         self.patience = patience
+        self.keep = keep
         self.best_score = -math.inf
         self.best_epoch = 0
         self.since_best = 0
@@ -27,6 +30,8 @@ class EarlyStopping:
 
     def update(self, epoch: int, report: dict | None) -> None:
         """Record the epoch's validation report (None: no validation set)."""
+        if self.keep == "last":
+            report = None
         if report is not None and report[self.metric] <= self.best_score:
             self.since_best += 1
             return

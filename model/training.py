@@ -234,7 +234,8 @@ def train(
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train a FusionClassifier; early stopping on `train_config.metric` restores the best epoch's weights.
+    """Train a FusionClassifier; early stopping on `train_config.metric` restores the best epoch's weights
+    (`train_config.keep="last"`: the last epoch's).
 
     Labels default to the training set's. Without `val_set` the last epoch is kept and the final
     metrics are measured on the training set (`metrics_split="train"`). In a process group every rank
@@ -273,7 +274,7 @@ def train(
     optimisation = make_optimisation(model, train_config, train_data.labels, epochs * steps)
     generator = torch.Generator().manual_seed(train_config.seed)
     trains_image = model.image_encoder is not None and not model.image_encoder.frozen
-    stopping = EarlyStopping(model, train_config.metric, train_config.patience)
+    stopping = EarlyStopping(model, train_config.metric, train_config.patience, train_config.keep)
     history: list[dict] = []
     reporter.start_training(epochs * steps)
     for epoch in range(1, epochs + 1):

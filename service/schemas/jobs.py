@@ -14,6 +14,7 @@ from model.config import (
     FINETUNE_MODES,
     FUSIONS,
     IMAGE_ENCODERS,
+    KEPT_EPOCHS,
     METRICS,
     SCHEDULES,
     TEXT_ENCODER_LAYERS,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     ScheduleName: TypeAlias = str
     FinetuneMode: TypeAlias = str
     MetricName: TypeAlias = str
+    KeptEpoch: TypeAlias = str
 else:
     ImageEncoderName = Literal[IMAGE_ENCODERS]
     TextEncoderName = Literal[TEXT_ENCODERS]
@@ -50,6 +52,7 @@ else:
     ScheduleName = Literal[SCHEDULES]
     FinetuneMode = Literal[FINETUNE_MODES]
     MetricName = Literal[METRICS]
+    KeptEpoch = Literal[KEPT_EPOCHS]
 
 
 class TrainParams(BaseModel):
@@ -137,6 +140,13 @@ class TrainParams(BaseModel):
     metric: MetricName = Field(
         default=_T.metric,
         description="validation metric for early stopping and for promote=if_better",
+    )
+    keep: KeptEpoch = Field(
+        default=_T.keep,
+        description=(
+            "which epoch's weights the job keeps: the best by the validation metric (early stopping), or the"
+            " last (every epoch runs; validation is still measured and reported)"
+        ),
     )
     nproc: int = Field(
         default=_T.nproc,

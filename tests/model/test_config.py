@@ -58,6 +58,7 @@ def test_from_dict_rejects_unknown_keys(cls: Any) -> None:
         ("patience", -2),
         ("finetune_layers", 7),
         ("label_smoothing", 0.6),
+        ("keep", "first"),
     ],
 )
 def test_train_config_rejects_out_of_range_values_naming_the_field(field: str, value: Any) -> None:

@@ -30,3 +30,19 @@ def test_without_validation_every_epoch_is_the_best_and_nothing_stops() -> None:
     for epoch in (1, 2, 3):
         stopping.update(epoch, None)
     assert stopping.best_epoch == 3 and not stopping.should_stop
+
+
+def test_keep_last_keeps_the_last_epoch_whatever_the_metric_says() -> None:
+    model = build_tiny_model()
+    stopping = EarlyStopping(model, "accuracy", patience=1, keep="last")
+    stopping.update(1, {"accuracy": 0.9})
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    last = {k: v.clone() for k, v in model.state_dict().items()}
+    stopping.update(2, {"accuracy": 0.5})
+    stopping.update(3, {"accuracy": 0.4})  # two epochs worse than the first: patience 1 would have stopped
+
+    assert stopping.best_epoch == 3 and not stopping.should_stop
+    restored = stopping.restore_best().state_dict()
+    assert all(torch.equal(restored[key], value) for key, value in last.items())

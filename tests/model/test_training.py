@@ -90,6 +90,17 @@ def test_early_stopping_restores_the_best_epoch(
     assert all(torch.equal(value, expected[key]) for key, value in stopped.model.state_dict().items())
 
 
+def test_keep_last_runs_every_epoch_and_keeps_the_last(
+    xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset, demo_dev: Dataset
+) -> None:
+    # The recipe of test_early_stopping_restores_the_best_epoch, which stops two epochs after its best.
+    config = dataclasses.replace(xor_train_config, schedule="constant", patience=2, keep="last")
+    result = train(xor_model_config, config, demo_train, demo_dev)
+    assert len(result.history) == config.epochs and result.best_epoch == config.epochs
+    last = result.history[-1]["val"]
+    assert {key: result.metrics["fusion"][key] for key in last} == last
+
+
 def test_without_validation_set_the_last_epoch_is_kept(
     xor_model_config: ModelConfig, xor_train_config: TrainConfig, demo_train: Dataset
 ) -> None:

@@ -213,6 +213,7 @@ def test_report_is_a_png_once_the_job_has_epochs(
         ({"params": {"image_encoder": "vgg"}}, "params.image_encoder"),
         ({"params": {"finetune_layers": 7}}, "params.finetune_layers"),  # minilm has 6
         ({"params": {"label_smoothing": -0.1}}, "params.label_smoothing"),
+        ({"params": {"keep": "first"}}, "params.keep"),
         ({"params": {"unknown_knob": 1}}, "params.unknown_knob"),
         ({"validation": 0.9}, "validation"),
         ({"promote": "sometimes"}, "promote"),
