@@ -77,6 +77,28 @@ def fold_scores(
     return scores
 
 
+def paired_table(out: dict[str, dict[str, list[float]]], base_spec: str) -> str:
+    """Markdown table of each recipe's mean scores and the others' paired differences from the base."""
+    base = out[base_spec]
+    lines = [
+        "| recipe | CV accuracy | CV weighted F1 | CV macro F1 | accuracy vs base (+/- s.e.) | folds up |"
+        " weighted F1 vs base | macro F1 vs base | better |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for spec, scores in out.items():
+        means = " | ".join(f"{statistics.fmean(scores[key]):.4f}" for key in SCORES)
+        if spec == base_spec:
+            lines.append(f"| {spec or 'defaults'} (base) | {means} | | | | | |")
+            continue
+        diffs = {key: paired_difference(scores[key], base[key]) for key in SCORES}
+        acc, wf1, mf1 = (diffs[key] for key in SCORES)
+        lines.append(
+            f"| {spec} | {means} | {acc.mean:+.4f} +/- {acc.stderr:.4f} | {acc.up}/{acc.folds} |"
+            f" {wf1.mean:+.4f} | {mf1.mean:+.4f} | {'yes' if acc.better else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Cross-validate the base and every candidate on the same folds and print the paired table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,24 +127,8 @@ def main() -> None:
         for spec in [args.base, *args.candidate]:
             out[spec] = fold_scores(spec, dataset, args.cv, repeats, cache)
             print(f"done: {spec or 'defaults'}", flush=True)
-    base = out[args.base]
     print()
-    print(
-        "| recipe | CV accuracy | CV weighted F1 | CV macro F1 | accuracy vs base (+/- s.e.) | folds up |"
-        " weighted F1 vs base | macro F1 vs base | better |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for spec, scores in out.items():
-        means = " | ".join(f"{statistics.fmean(scores[key]):.4f}" for key in SCORES)
-        if spec == args.base:
-            print(f"| {spec or 'defaults'} (base) | {means} | | | | | |")
-            continue
-        diffs = {key: paired_difference(scores[key], base[key]) for key in SCORES}
-        acc, wf1, mf1 = (diffs[key] for key in SCORES)
-        print(
-            f"| {spec} | {means} | {acc.mean:+.4f} +/- {acc.stderr:.4f} | {acc.up}/{acc.folds} |"
-            f" {wf1.mean:+.4f} | {mf1.mean:+.4f} | {'yes' if acc.better else 'no'} |"
-        )
+    print(paired_table(out, args.base))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

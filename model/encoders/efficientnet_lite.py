@@ -163,14 +163,33 @@ class EfficientNetLite(ImageEncoder):
             raise ValueError(f"{self.name}: unexpected classifier tensors {sorted(classifier)}")
         self.load_state_dict({k: v for k, v in state.items() if k not in classifier}, strict=True)
 
+    @property
+    def num_blocks(self) -> int:
+        """How many MBConv blocks the trunk has (16 in Lite0)."""
+        return len(self._blocks)
+
+    def top_blocks(self, count: int) -> Sequence[nn.Module]:
+        """The last `count` blocks and the head."""
+        return [*self._blocks[self.num_blocks - count :], self._conv_head, self._bn1]
+
     def last_blocks(self) -> Sequence[nn.Module]:
         """The last two stages and the head."""
-        return [*self._blocks[self.variant.first_last_block :], self._conv_head, self._bn1]
+        return self.top_blocks(self.num_blocks - self.variant.first_last_block)
+
+    def stem(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The activations entering block 0."""
+        return F.relu6(self._bn0(self._conv_stem(pixels)))
+
+    def run_blocks(self, activations: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Blocks `start` to `stop` - 1 on the activations entering block `start`."""
+        for block in self._blocks[start:stop]:
+            activations = block(activations)
+        return activations
+
+    def pooled_head(self, activations: torch.Tensor) -> torch.Tensor:
+        """Pooled features [B, 1280] from the last block's activations."""
+        return F.relu6(self._bn1(self._conv_head(activations))).mean(dim=(2, 3))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pooled features [B, 1280] of pixels normalised with mean = std = 0.5."""
-        x = F.relu6(self._bn0(self._conv_stem(pixels)))
-        for block in self._blocks:
-            x = block(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return x.mean(dim=(2, 3))
+        return self.pooled_head(self.run_blocks(self.stem(pixels), 0, self.num_blocks))

@@ -189,6 +189,16 @@ def test_efficientnet_features_are_pooled_1280d(effnet: EfficientNetLite) -> Non
         assert effnet(pixels).shape == (1, 1280)
 
 
+def test_efficientnet_features_in_pieces_equal_its_forward(effnet: EfficientNetLite) -> None:
+    config = tiny_model_config(image_size=64)
+    pixels = ImageTransform(config, train=False)(load_image(make_jpeg(size=(64, 64)))).unsqueeze(0)
+    with torch.no_grad():
+        activations = effnet.run_blocks(effnet.stem(pixels), 0, 12)
+        assert activations.shape == (1, 192, 2, 2)  # stage 6's width; 64 px halved five times
+        last = effnet.run_blocks(effnet.run_blocks(activations, 12, 14), 14, 16)
+        torch.testing.assert_close(effnet.pooled_head(last), effnet(pixels))
+
+
 def test_same_padding_is_folded_into_the_convolutions_by_onnx_runtime(tmp_path: Path) -> None:
     import onnx
     import onnxruntime as ort
