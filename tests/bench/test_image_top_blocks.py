@@ -16,7 +16,7 @@ from model.features import FeatureCache
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    """Eight demo tweets per label: real JPEG files and captions."""
+    """Eight demo tweets per label (negative, positive): real JPEG files and captions."""
     return load_dataset(write_demo_dataset(tmp_path_factory.mktemp("probe"), n_per_class=8, seed=0))
 
 
@@ -40,8 +40,8 @@ def test_every_recipe_is_scored_on_the_same_held_out_folds(photos: Dataset, tmp_
     for scores in out.values():
         assert set(scores) == {"accuracy", "weighted_f1", "macro_f1"}
         assert all(len(fold_scores) == 2 for fold_scores in scores.values())
-        # 12 held-out tweets a fold: every accuracy is a whole number of them.
-        assert all(round(acc * 12, 6).is_integer() for acc in scores["accuracy"])
+        # 8 held-out tweets a fold: every accuracy is a whole number of them.
+        assert all(round(acc * 8, 6).is_integer() for acc in scores["accuracy"])
 
 
 def test_blocks_must_be_named_once_and_fit_the_last_two_stages(photos: Dataset, tmp_path: Path) -> None:
