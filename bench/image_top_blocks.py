@@ -112,27 +112,39 @@ def prepare(
     return ProbeData(labels, activations, first_block, text), model
 
 
+@torch.inference_mode()
+def frozen_part(encoder: EfficientNetLite, data: ProbeData, blocks: int) -> torch.Tensor:
+    """What the blocks that stay frozen make of every photo: the activations entering the last `blocks`
+    blocks, or the pooled features when none trains. Run once a recipe, not every fold or step."""
+    start = encoder.num_blocks - blocks
+    chunks = [encoder.run_blocks(chunk, data.first_block, start) for chunk in data.activations.split(256)]
+    inputs = torch.cat(chunks)
+    return (encoder.pooled_head(inputs) if blocks == 0 else inputs).clone()
+
+
 def fold_score(
-    recipe: Recipe, base_model: FusionClassifier, data: ProbeData, train_rows: list[int], test_rows: list[int]
+    recipe: Recipe,
+    base_model: FusionClassifier,
+    data: ProbeData,
+    inputs: torch.Tensor,
+    train_rows: list[int],
+    test_rows: list[int],
 ) -> dict[str, float]:
-    """Train the recipe on `train_rows` from seed `train_config.seed`; its scores on `test_rows`."""
+    """Train the recipe on `train_rows` from seed `train_config.seed`, its image side starting from
+    `inputs` (`frozen_part`); its scores on `test_rows`."""
     config = recipe.train_config
     torch.manual_seed(config.seed)
     encoder = copy.deepcopy(base_model.image_encoder)
     assert isinstance(encoder, EfficientNetLite)
     start = encoder.num_blocks - recipe.blocks
-    with torch.inference_mode():  # the blocks that stay frozen run once, not every step
-        chunks = [encoder.run_blocks(chunk, data.first_block, start) for chunk in data.activations.split(256)]
-        inputs = torch.cat(chunks).clone()
-        frozen_features = encoder.pooled_head(inputs).clone() if recipe.blocks == 0 else None
     model = FusionClassifier(recipe.model_config, encoder, base_model.text_encoder)
     model.set_finetune("none")
     for module in encoder.top_blocks(recipe.blocks) if recipe.blocks else ():
         module.requires_grad_(True)
 
     def image_features(rows: torch.Tensor) -> torch.Tensor:
-        if frozen_features is not None:
-            return frozen_features[rows]
+        if recipe.blocks == 0:
+            return inputs[rows]
         return encoder.pooled_head(encoder.run_blocks(inputs[rows], start, encoder.num_blocks))
 
     def logits(rows: torch.Tensor) -> list[torch.Tensor]:
@@ -170,6 +182,9 @@ def compare(
     """Every recipe's held-out scores on the k folds of repeat `repeat`, fold by fold."""
     recipes = {spec: parse_recipe(spec, dataset.labels) for spec in specs}
     data, base_model = prepare(dataset, list(recipes.values()), cache)
+    encoder = base_model.image_encoder
+    assert isinstance(encoder, EfficientNetLite)
+    inputs = {spec: frozen_part(encoder, data, recipe.blocks) for spec, recipe in recipes.items()}
     index = {id(sample): i for i, sample in enumerate(dataset.samples)}
     out: dict[str, dict[str, list[float]]] = {spec: {key: [] for key in SCORES} for spec in specs}
     for fold, (fold_train, heldout) in enumerate(kfold_datasets(dataset, k, repeat * k)):
@@ -178,7 +193,7 @@ def compare(
         for spec, recipe in recipes.items():
             seeded = replace(recipe, train_config=replace(recipe.train_config, seed=repeat * k + fold))
             started = time.monotonic()
-            scores = fold_score(seeded, base_model, data, train_rows, test_rows)
+            scores = fold_score(seeded, base_model, data, inputs[spec], train_rows, test_rows)
             for key in SCORES:
                 out[spec][key].append(scores[key])
             print(
