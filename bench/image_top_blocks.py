@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from bench.quality import SCORES, parse_overrides
-from bench.recipe_compare import paired_table
+from bench.recipe_compare import add_cv_arguments, report
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset, load_dataset
 from model.encoders.efficientnet_lite import EfficientNetLite
@@ -207,20 +205,14 @@ def compare(
 def main() -> None:
     """Probe each candidate against frozen image features on the same folds and print the paired table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", type=Path)
+    add_cv_arguments(parser)
     parser.add_argument("--candidate", action="append", required=True, help="a recipe, e.g. 'blocks=1'")
-    parser.add_argument("--cv", type=int, default=5, metavar="K", help="folds (default 5)")
     parser.add_argument("--repeat", type=int, default=0, help="which of recipe_compare's repeats (default 0)")
-    parser.add_argument("--cache-dir", type=Path, help="reuse a feature cache (default: cold, temporary)")
-    parser.add_argument("--json", type=Path, help="also write every fold's scores here")
     args = parser.parse_args()
     dataset = load_dataset(args.data_dir, split="train", skip_invalid=True)
     print(f"train: {len(dataset)} samples; repeat {args.repeat} of {args.cv}-fold CV", flush=True)
     out = compare(dataset, [BASE, *args.candidate], args.cv, args.repeat, FeatureCache(args.cache_dir))
-    print()
-    print(paired_table(out, BASE))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    report(out, BASE, args.json)
 
 
 if __name__ == "__main__":

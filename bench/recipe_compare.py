@@ -99,21 +99,34 @@ def paired_table(out: dict[str, dict[str, list[float]]], base_spec: str) -> str:
     return "\n".join(lines)
 
 
+def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every paired-CV script here takes: the data directory, --cv, --cache-dir and --json."""
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--cv", type=int, default=5, metavar="K", help="folds per run (default 5)")
+    parser.add_argument("--cache-dir", type=Path, help="reuse a feature cache (default: cold, temporary)")
+    parser.add_argument("--json", type=Path, help="also write every fold's scores here")
+
+
+def report(out: dict[str, dict[str, list[float]]], base_spec: str, json_path: Path | None) -> None:
+    """Print the paired table; write every recipe's fold scores to `json_path` when given."""
+    print()
+    print(paired_table(out, base_spec))
+    if json_path:
+        json_path.write_text(json.dumps(out, indent=1))
+
+
 def main() -> None:
     """Cross-validate the base and every candidate on the same folds and print the paired table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", type=Path)
+    add_cv_arguments(parser)
     parser.add_argument("--base", default="", help="the recipe compared against (default: the defaults)")
     parser.add_argument("--candidate", action="append", required=True, help="a recipe to compare")
-    parser.add_argument("--cv", type=int, default=5, metavar="K", help="folds per run (default 5)")
     parser.add_argument(
         "--repeats", type=int, default=2, help="k-fold runs, each with its own folds (default 2)"
     )
     parser.add_argument(
         "--first-repeat", type=int, default=0, help="the first repeat's index, for new folds (default 0)"
     )
-    parser.add_argument("--cache-dir", type=Path, help="reuse a feature cache (default: cold, temporary)")
-    parser.add_argument("--json", type=Path, help="also write every fold's scores here")
     args = parser.parse_args()
     repeats = range(args.first_repeat, args.first_repeat + args.repeats)
     dataset = load_dataset(args.data_dir, split="train", skip_invalid=True)
@@ -127,10 +140,7 @@ def main() -> None:
         for spec in [args.base, *args.candidate]:
             out[spec] = fold_scores(spec, dataset, args.cv, repeats, cache)
             print(f"done: {spec or 'defaults'}", flush=True)
-    print()
-    print(paired_table(out, args.base))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    report(out, args.base, args.json)
 
 
 if __name__ == "__main__":

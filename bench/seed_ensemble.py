@@ -17,15 +17,13 @@ on it. dev.jsonl is never read. `--json` writes recipe_compare's layout, so `ben
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from bench.quality import SCORES
-from bench.recipe_compare import paired_table
+from bench.recipe_compare import add_cv_arguments, report
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset, load_dataset
 from model.features import FeatureCache
@@ -90,22 +88,16 @@ def compare(
 def main() -> None:
     """Score one member against the ensemble on the same folds and print the paired table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", type=Path)
+    add_cv_arguments(parser)
     parser.add_argument("--members", type=int, default=2, help="fine-tuned models per fold (default 2)")
-    parser.add_argument("--cv", type=int, default=5, metavar="K", help="folds (default 5)")
     parser.add_argument("--repeat", type=int, default=0, help="which of recipe_compare's repeats (default 0)")
-    parser.add_argument("--cache-dir", type=Path, help="reuse a feature cache (default: cold, temporary)")
-    parser.add_argument("--json", type=Path, help="also write every fold's scores here")
     args = parser.parse_args()
     if args.members < 2:
         parser.error("--members: an ensemble needs at least 2")
     dataset = load_dataset(args.data_dir, split="train", skip_invalid=True)
     print(f"train: {len(dataset)} samples; repeat {args.repeat} of {args.cv}-fold CV", flush=True)
     out = compare(dataset, args.members, args.cv, args.repeat, FeatureCache(args.cache_dir))
-    print()
-    print(paired_table(out, "members=1"))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    report(out, "members=1", args.json)
 
 
 if __name__ == "__main__":
