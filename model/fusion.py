@@ -17,6 +17,7 @@ from model.encoders import (
     build_image_encoder,
     build_text_encoder,
 )
+from model.image_tags import ImageTagger
 from model.text import Vocabulary
 
 
@@ -151,6 +152,9 @@ class FusionClassifier(nn.Module):
         image_dim = image_encoder.out_dim if image_encoder else None
         text_dim = text_encoder.out_dim if text_encoder else None
         self.heads = nn.ModuleList(FusionHead(config, image_dim, text_dim) for _ in range(config.members))
+        self.image_tagger = (
+            ImageTagger(image_dim, config.image_tags) if config.image_tags and image_dim else None
+        )
 
     @classmethod
     def build(
@@ -168,7 +172,12 @@ class FusionClassifier(nn.Module):
             if config.text_encoder == "none"
             else build_text_encoder(config.text_encoder, config, vocab, load_weights=load_weights)
         )
-        return cls(config, image, text, vocab if config.text_encoder in VOCAB_ENCODERS else None)
+        model = cls(config, image, text, vocab if config.text_encoder in VOCAB_ENCODERS else None)
+        if model.image_tagger is not None and load_weights:
+            from model.encoders.efficientnet_lite import imagenet_classifier
+
+            model.image_tagger.load_classifier(*imagenet_classifier(config.image_encoder))
+        return model
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from model.config import ModelConfig
 from model.device import available_cpus
 from model.encoders import build_tokenizer
 from model.export import META_KEY
+from model.image_tags import imagenet_categories
 from model.images import DEFAULT_MAX_PIXELS
 from model.predictor import BasePredictor, BatchOutput, ImageInput
 from model.text import Vocabulary
@@ -76,7 +77,7 @@ class OnnxPredictor(BasePredictor):
         import onnxruntime as ort
 
         try:
-            config = ModelConfig.from_dict(meta["model_config"])
+            config = ModelConfig.from_stored(meta["model_config"])
             vocab = Vocabulary.from_dict(meta["vocabulary"]) if meta["vocabulary"] is not None else None
             tokenize = build_tokenizer(config, vocab) if config.text_encoder != "none" else None
         except ValueError as exc:
@@ -90,10 +91,13 @@ class OnnxPredictor(BasePredictor):
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
         self.device = torch.device("cuda" if gpu else "cpu")
         self._graph = path / name
+        image_name = meta[META_KEY].get("image_file")
+        self._image_graph = path / image_name if isinstance(image_name, str) else None
         self._providers = providers
         self._threads = threads or available_cpus()
-        self.session = self._open_session(threads)
+        self.session, self.image_session = self._open_sessions(threads)
         self._overlap_session: Any = None
+        self._overlap_image_session: Any = None
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._inputs = [i.name for i in self.session.get_inputs()]
@@ -101,14 +105,22 @@ class OnnxPredictor(BasePredictor):
         expected = list(meta[META_KEY]["inputs"])
         if self._inputs != expected:
             raise GraphError(f"{path / name}: inputs {self._inputs} do not match config.json's {expected}")
+        if ("image_features" in self._inputs) != (self.image_session is not None):
+            raise GraphError(f"{path / name}: takes image features but config.json records no image graph")
+        self._categories = imagenet_categories() if self.image_session is not None else []
 
-    def _open_session(self, threads: int | None) -> Any:
+    def _open_sessions(self, threads: int | None) -> tuple[Any, Any]:
+        """Sessions of the main graph and of the image graph (None without image tags)."""
+        image = self._open_session(self._image_graph, threads) if self._image_graph is not None else None
+        return self._open_session(self._graph, threads), image
+
+    def _open_session(self, graph: Path, threads: int | None) -> Any:
         import onnxruntime as ort
 
         try:
-            return ort.InferenceSession(str(self._graph), session_options(threads), providers=self._providers)
+            return ort.InferenceSession(str(graph), session_options(threads), providers=self._providers)
         except Exception as exc:  # ORT raises its own Fail / InvalidProtobuf / NoSuchFile kinds
-            raise GraphError(f"{self._graph}: not a loadable ONNX graph ({exc})") from exc
+            raise GraphError(f"{graph}: not a loadable ONNX graph ({exc})") from exc
 
     def open_overlap_session(self, threads: int) -> bool:
         """Open and warm the session of ``threads`` intra-op threads that overlapping runs use.
@@ -118,11 +130,13 @@ class OnnxPredictor(BasePredictor):
         """
         if self.device.type == "cuda" or threads >= self._threads:
             return False
-        session = self._open_session(threads)
+        session, image_session = self._open_sessions(threads)
         images, texts = self._warmup_inputs()
         has_image, has_text = self._present(images, texts)
-        session.run(["probabilities"], self._feeds(images, texts, has_image, has_text))
-        self._overlap_session = session
+        pixels = self._pixels_array(images, has_image) if self.config.image_encoder != "none" else None
+        feeds, _ = self._feeds(pixels, texts, has_image, has_text, image_session, explain=False)
+        session.run(["probabilities"], feeds)
+        self._overlap_session, self._overlap_image_session = session, image_session
         return True
 
     @property
@@ -146,29 +160,47 @@ class OnnxPredictor(BasePredictor):
         meta = read_checkpoint_meta(path)
         return cls(path, meta, int8=int8, device=device, threads=threads, max_pixels=max_pixels)
 
+    def _pixels_array(self, images: Sequence[ImageInput], has_image: list[bool]) -> np.ndarray:
+        if any(has_image):
+            return self._stack_pixels(images, has_image).numpy()
+        size = self.config.image_size
+        return np.zeros((0, 3, size, size), dtype=np.float32)
+
+    def _token_feeds(self, texts: Sequence[str | None], has_text: list[bool]) -> dict[str, np.ndarray]:
+        tokens = (
+            self._tokens(texts, has_text)
+            if any(has_text)
+            else {"input_ids": torch.zeros(0, 1), "attention_mask": torch.zeros(0, 1)}
+        )
+        return {k: v.to(torch.long).numpy() for k, v in tokens.items() if k in self._inputs}
+
     def _feeds(
         self,
-        images: Sequence[ImageInput],
+        pixels: np.ndarray | None,
         texts: Sequence[str | None],
         has_image: list[bool],
         has_text: list[bool],
-    ) -> dict[str, np.ndarray]:
-        feeds = {"image_present": np.array(has_image), "text_present": np.array(has_text)}
-        if "pixels" in self._inputs:
-            size = self.config.image_size
-            feeds["pixels"] = (
-                self._stack_pixels(images, has_image).numpy()
-                if any(has_image)
-                else np.zeros((0, 3, size, size), dtype=np.float32)
-            )
-        if "input_ids" in self._inputs:
-            tokens = (
-                self._tokens(texts, has_text)
-                if any(has_text)
-                else {"input_ids": torch.zeros(0, 1), "attention_mask": torch.zeros(0, 1)}
-            )
-            feeds.update({k: v.to(torch.long).numpy() for k, v in tokens.items() if k in self._inputs})
-        return feeds
+        image_session: Any,
+        *,
+        explain: bool,
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """The main graph's feeds (``pixels``: of the rows that have an image, for either graph), and for
+        ``explain`` with image tags, its token feeds without the tags."""
+        feeds: dict[str, np.ndarray] = {
+            "image_present": np.array(has_image),
+            "text_present": np.array(has_text),
+        }
+        tags: list[list[str]] = []
+        if "pixels" in self._inputs and pixels is not None:
+            feeds["pixels"] = pixels
+        if "image_features" in self._inputs and pixels is not None:
+            features, tag_ids = image_session.run(None, {"pixels": pixels})
+            feeds["image_features"] = features
+            tags = [[self._categories[i] for i in row] for row in tag_ids.tolist()]
+        if "input_ids" not in self._inputs:
+            return feeds, None
+        feeds.update(self._token_feeds(self._with_tags(texts, has_image, has_text, tags), has_text))
+        return feeds, self._token_feeds(texts, has_text) if explain and tags else None
 
     def _run(
         self,
@@ -179,17 +211,27 @@ class OnnxPredictor(BasePredictor):
         explain: bool,
     ) -> BatchOutput:
         wanted = self._outputs if explain else ["probabilities"]
-        feeds = self._feeds(images, texts, has_image, has_text)
+        pixels = self._pixels_array(images, has_image) if self.config.image_encoder != "none" else None
+        # Without an image graph the feeds are ready before the run; with one, the texts wait for its tags.
+        ready = None
+        if self.image_session is None:
+            ready = self._feeds(pixels, texts, has_image, has_text, None, explain=explain)
         with self._in_flight_lock:
             overlapping = self._in_flight > 0
             self._in_flight += 1
-        session = self._overlap_session if overlapping and self._overlap_session is not None else self.session
+        sessions = (self.session, self.image_session)
+        if overlapping and self._overlap_session is not None:
+            sessions = (self._overlap_session, self._overlap_image_session)
         try:
-            results = session.run(wanted, feeds)
+            feeds, plain = ready or self._feeds(
+                pixels, texts, has_image, has_text, sessions[1], explain=explain
+            )
+            outputs = dict(zip(wanted, sessions[0].run(wanted, feeds), strict=True))
+            if plain is not None:  # the text-only probabilities read the texts without their image tags
+                outputs["text_only"] = sessions[0].run(["text_only"], {**feeds, **plain})[0]
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
-        outputs = dict(zip(wanted, results, strict=True))
         lists = {name: value.tolist() for name, value in outputs.items()}
         return BatchOutput(
             lists["probabilities"], lists.get("image_only"), lists.get("text_only"), lists.get("gate")

@@ -14,6 +14,7 @@ from model.checkpoint import load_checkpoint
 from model.config import ModelConfig
 from model.device import autocast, resolve_device
 from model.fusion import FusionClassifier
+from model.image_tags import tag_text
 from model.images import DEFAULT_MAX_PIXELS, ImageTransform, load_image
 
 ImageInput = bytes | Image.Image | torch.Tensor | None
@@ -92,6 +93,23 @@ class BasePredictor:
     def _tokens(self, texts: Sequence[str | None], has_text: list[bool]) -> dict[str, torch.Tensor]:
         """Tokenizer output [N, L] of the rows that have a text."""
         return self._tokenize([t or "" for t, on in zip(texts, has_text, strict=True) if on])
+
+    @staticmethod
+    def _with_tags(
+        texts: Sequence[str | None],
+        has_image: list[bool],
+        has_text: list[bool],
+        tags: Sequence[Sequence[str]],
+    ) -> list[str | None]:
+        """``texts`` with their image's tags (``tags``: a list per row that has an image, or none at all)."""
+        if not tags:
+            return list(texts)
+        image_rows = iter(tags)
+        out: list[str | None] = []
+        for text, image_on, text_on in zip(texts, has_image, has_text, strict=True):
+            row_tags = next(image_rows) if image_on else []
+            out.append(tag_text(text or "", row_tags) if text_on else text)
+        return out
 
     def _present(
         self, images: Sequence[ImageInput], texts: Sequence[str | None]
@@ -208,22 +226,34 @@ class Predictor(BasePredictor):
         texts: Sequence[str | None],
         has_image: list[bool],
         has_text: list[bool],
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Encoder features for the rows that have the modality; other rows stay zero (and are masked)."""
+        explain: bool,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Encoder features for the rows that have the modality (other rows stay zero and are masked):
+        image, text, and the text without its image tags for ``explain`` (the text's when it has none)."""
         img_feats = txt_feats = None
+        tags: list[list[str]] = []
         rows = [i for i, present in enumerate(has_image) if present]
         if rows:
             pixels = self._stack_pixels(images, has_image).contiguous(memory_format=torch.channels_last)
             encoded = self.model.encode_image(self._to_device(pixels))
             img_feats = encoded.new_zeros(len(images), encoded.shape[1])
             img_feats[rows] = encoded
-        rows = [i for i, present in enumerate(has_text) if present]
-        if rows:
-            inputs = self._tokens(texts, has_text)
-            encoded = self.model.encode_text({k: self._to_device(v) for k, v in inputs.items()})
-            txt_feats = encoded.new_zeros(len(texts), encoded.shape[1])
-            txt_feats[rows] = encoded
-        return img_feats, txt_feats
+            if self.model.image_tagger is not None:
+                tags = self.model.image_tagger.tags(encoded)
+        if not any(has_text):
+            return img_feats, None, None
+        tagged = self._with_tags(texts, has_image, has_text, tags)
+        txt_feats = self._encode_texts(tagged, has_text)
+        plain_feats = self._encode_texts(texts, has_text) if explain and tags else txt_feats
+        return img_feats, txt_feats, plain_feats
+
+    def _encode_texts(self, texts: Sequence[str | None], has_text: list[bool]) -> torch.Tensor:
+        """Text features [N, D] of the rows that have a text, zeros elsewhere."""
+        inputs = self._tokens(texts, has_text)
+        encoded = self.model.encode_text({k: self._to_device(v) for k, v in inputs.items()})
+        feats = encoded.new_zeros(len(texts), encoded.shape[1])
+        feats[[i for i, present in enumerate(has_text) if present]] = encoded
+        return feats
 
     @staticmethod
     def _probabilities(logits: torch.Tensor) -> list[list[float]]:
@@ -240,7 +270,7 @@ class Predictor(BasePredictor):
         image_present = torch.tensor(has_image, device=self.device)
         text_present = torch.tensor(has_text, device=self.device)
         with torch.inference_mode(), autocast(self.device):
-            img_feats, txt_feats = self._features(images, texts, has_image, has_text)
+            img_feats, txt_feats, plain_feats = self._features(images, texts, has_image, has_text, explain)
             out = self.model.head(img_feats, txt_feats, image_present, text_present)
             result = BatchOutput(self._probabilities(out.logits))
             if explain:
@@ -249,7 +279,7 @@ class Predictor(BasePredictor):
                     self.model.head(img_feats, None, image_present, nobody).logits
                 )
                 result.text_only = self._probabilities(
-                    self.model.head(None, txt_feats, nobody, text_present).logits
+                    self.model.head(None, plain_feats, nobody, text_present).logits
                 )
                 result.gate = out.gate.float().cpu().tolist() if out.gate is not None else None
         return result

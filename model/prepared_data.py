@@ -8,8 +8,8 @@ features (cached rows, or the encoders run on the batch) and fusion-head outputs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from model.datasets import Dataset
 from model.encoders.token_states import TokenStates
 from model.features import FeatureCache, Features, frozen_modalities
 from model.fusion import FusionClassifier, FusionOutput
+from model.image_tags import tag_text
 from model.loading import image_batches, slice_inputs
 
 # Which modalities the head sees in each evaluation mode (model.config.MODES).
@@ -34,6 +35,9 @@ class PreparedData:
     # ... or, when only its top layers train, the token states of its frozen lower layers
     text_states: TokenStates | None = None
     image_paths: list[Path] | None = None  # decoded per batch for an image encoder that trains
+    # With image tags (ModelConfig.text_image_tags) the texts above carry their photo's tags; this holds the
+    # same rows' texts without them, for the text-only mode (`plain_text_features`), when it was asked for.
+    plain_text: PreparedData | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,6 +48,14 @@ def model_device(model: FusionClassifier) -> torch.device:
     return next(model.parameters()).device
 
 
+def tagged_dataset(dataset: Dataset, tags: Sequence[Sequence[str]]) -> Dataset:
+    """A copy of `dataset` whose every text carries its photo's `tags` (one list per sample)."""
+    if len(tags) != len(dataset.samples):
+        raise ValueError(f"tags: {len(tags)} lists for {len(dataset.samples)} samples")
+    samples = tuple(replace(s, text=tag_text(s.text, t)) for s, t in zip(dataset.samples, tags, strict=True))
+    return replace(dataset, samples=samples)
+
+
 def prepare_data(
     model: FusionClassifier,
     dataset: Dataset,
@@ -51,24 +63,58 @@ def prepare_data(
     cache: FeatureCache | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     num_workers: int = 0,
+    plain_text: bool = True,
 ) -> PreparedData:
-    """Map labels to the model's order, fetch frozen features (via `cache`) and tokenize texts once."""
+    """Map labels to the model's order, fetch frozen features (via `cache`) and tokenize texts once.
+
+    With image tags, texts get their photo's tags first (from the frozen image features), and
+    `plain_text` also prepares them without, for the text-only mode (training needs only the fusion).
+    """
     index = {label: i for i, label in enumerate(model.labels)}
     unknown = sorted({s.label for s in dataset.samples} - index.keys())
     if unknown:
         raise ValueError(f"labels: dataset labels {unknown} are not among the model's {list(model.labels)}")
+    cache = cache or FeatureCache()
     frozen = frozen_modalities(model)
+    plain = dataset
+    if model.image_tagger is not None:
+        if "image" not in frozen:
+            raise ValueError("text_image_tags: the photo's tags need the image encoder frozen")
+        image = cache.get_or_compute(
+            model, dataset, on_progress, modalities=("image",), num_workers=num_workers
+        ).image
+        assert image is not None
+        dataset = tagged_dataset(dataset, model.image_tagger.tags(image))
+    labels = torch.tensor([index[s.label] for s in dataset.samples], dtype=torch.long)
+    data = _prepare(model, dataset, labels, frozen, cache, on_progress, num_workers)
+    if model.image_tagger is not None and plain_text:
+        text_frozen = ("text",) if "text" in frozen else ()
+        data.plain_text = _prepare(model, plain, labels, text_frozen, cache, None, num_workers, images=False)
+    return data
+
+
+def _prepare(
+    model: FusionClassifier,
+    dataset: Dataset,
+    labels: torch.Tensor,
+    frozen: Sequence[str],
+    cache: FeatureCache,
+    on_progress: Callable[[int, int], None] | None,
+    num_workers: int,
+    *,
+    images: bool = True,
+) -> PreparedData:
+    """Features of the `frozen` modalities and inputs of the encoders that train (text only: `images`
+    False)."""
     features = Features()
     if frozen:
-        cached = (cache or FeatureCache()).get_or_compute(
-            model, dataset, on_progress, modalities=frozen, num_workers=num_workers
-        )
+        cached = cache.get_or_compute(model, dataset, on_progress, modalities=frozen, num_workers=num_workers)
         # Small enough ([N, D]) to live on the model's device for the whole run.
         device = model_device(model)
         features = Features(*(f.to(device) if f is not None else None for f in (cached.image, cached.text)))
-    trains_image = model.image_encoder is not None and "image" not in frozen
+    trains_image = images and model.image_encoder is not None and "image" not in frozen
     data = PreparedData(
-        labels=torch.tensor([index[s.label] for s in dataset.samples], dtype=torch.long),
+        labels=labels,
         features=features,
         image_paths=[s.image for s in dataset.samples] if trains_image else None,
     )
@@ -125,6 +171,18 @@ def batch_features(
         inputs = slice_inputs(data.text_inputs, batch)
         text = model.encode_text({k: v.to(device, non_blocking=True) for k, v in inputs.items()})
     return image, text
+
+
+def plain_text_features(
+    model: FusionClassifier, data: PreparedData, batch: list[int], text: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The text features of rows `batch` for the text-only mode: `text` (the batch's from
+    `batch_features`), or with image tags, the features of the texts without them."""
+    if model.image_tagger is None:
+        return text
+    if data.plain_text is None:
+        raise ValueError("text_only: these rows were prepared without their plain texts (plain_text=False)")
+    return batch_features(model, data.plain_text, batch, None)[1]
 
 
 def head_output(

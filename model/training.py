@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from model.config import METRICS, ModelConfig, TrainConfig
+from model.config import METRICS, ModelConfig, TrainConfig, resolve_image_tags
 from model.datasets import Dataset
 from model.device import autocast, resolve_device
 from model.distributed import Ranks, all_reduce, broadcast_buffers, current_ranks, local_main_first, shard
@@ -90,7 +90,8 @@ def build_model(
     """The model to train, on its device (labels and vocabulary from `train_set` unless the config has
     labels), and the module a training step calls: `BatchLogits`, DDP-wrapped in a process group."""
     device = resolve_device(train_config.device)
-    config = model_config if model_config.labels else replace(model_config, labels=train_set.labels)
+    config = resolve_image_tags(model_config, train_config)
+    config = config if config.labels else replace(config, labels=train_set.labels)
     vocab = None
     if config.text_encoder in VOCAB_ENCODERS:
         vocab = build_vocabulary((s.text for s in train_set.samples), config)
@@ -250,8 +251,15 @@ def train(
     epochs, workers = train_config.epochs, train_config.num_workers
     reporter = _Reporter(emit, should_stop, epochs)
     with local_main_first(ranks):  # one rank per node encodes into a shared cache, the others read it
+        # The training rows' texts without image tags serve only the final text-only report, made on them
+        # when there is no validation split.
         train_data = prepare_data(
-            model, train_set, cache=cache, on_progress=reporter.encoding, num_workers=workers
+            model,
+            train_set,
+            cache=cache,
+            on_progress=reporter.encoding,
+            num_workers=workers,
+            plain_text=val_set is None,
         )
         val_data = (
             prepare_data(model, val_set, cache=cache, on_progress=reporter.encoding, num_workers=workers)

@@ -85,6 +85,25 @@ def weights_path(name: str = "efficientnet_lite0") -> str:
     return str(model_file.get_model_file_path())
 
 
+CLASSIFIER_KEYS = ("_fc.weight", "_fc.bias")
+
+
+def packaged_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The variant's packaged ImageNet state dict: the encoder's tensors and its classifier's (``_fc``)."""
+    # weights_only=True: the restricted unpickler that only rebuilds tensors and plain containers.
+    state = torch.load(weights_path(name), weights_only=True, map_location="cpu")
+    classifier = {k for k in state if k.startswith("_fc.")}
+    if classifier != set(CLASSIFIER_KEYS):
+        raise ValueError(f"{name}: unexpected classifier tensors {sorted(classifier)}")
+    return state
+
+
+def imagenet_classifier(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight [1000, 1280] and bias [1000] of the variant's packaged ImageNet classifier."""
+    state = packaged_state_dict(name)
+    return state["_fc.weight"], state["_fc.bias"]
+
+
 class SameConv2d(nn.Conv2d):
     """Bias-free convolution with TensorFlow "SAME" padding (extra pixel at the bottom/right)."""
 
@@ -155,13 +174,9 @@ class EfficientNetLite(ImageEncoder):
         self.set_finetune("none" if pretrained else "all")
 
     def load_imagenet_weights(self) -> None:
-        """Load the packaged state dict: every key must match except the unused 1000-class ``_fc``."""
-        # weights_only=True: the restricted unpickler that only rebuilds tensors and plain containers.
-        state = torch.load(weights_path(self.name), weights_only=True, map_location="cpu")
-        classifier = {k for k in state if k.startswith("_fc.")}
-        if classifier != {"_fc.weight", "_fc.bias"}:
-            raise ValueError(f"{self.name}: unexpected classifier tensors {sorted(classifier)}")
-        self.load_state_dict({k: v for k, v in state.items() if k not in classifier}, strict=True)
+        """Load the packaged state dict: every key must match except the 1000-class ``_fc`` classifier."""
+        state = packaged_state_dict(self.name)
+        self.load_state_dict({k: v for k, v in state.items() if k not in CLASSIFIER_KEYS}, strict=True)
 
     @property
     def num_blocks(self) -> int:

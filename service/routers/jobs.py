@@ -189,7 +189,7 @@ async def create_job(
         jobs.create,
         body.dataset,
         validation=body.validation,
-        params=body.params.model_dump(),
+        params=body.params.recorded(),
         promote=body.promote,
         skip_invalid=body.skip_invalid,
         test=body.test,

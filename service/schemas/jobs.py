@@ -21,6 +21,8 @@ from model.config import (
     TEXT_ENCODERS,
     ModelConfig,
     TrainConfig,
+    image_tags_problem,
+    resolve_image_tags,
 )
 from service.runtime.dataset_store import NAME_PATTERN
 from service.runtime.job_record import Job, JobStatus
@@ -91,6 +93,15 @@ class TrainParams(BaseModel):
     max_text_tokens: int = Field(
         default=_M.max_text_tokens, ge=1, le=512, description="longer texts are truncated"
     )
+    text_image_tags: int = Field(
+        default=_M.text_image_tags,
+        ge=0,
+        le=10,
+        description="how many of the photo's likeliest ImageNet classes are appended to its text before the"
+        " text encoder reads it (0: none). The default applies where the recipe can tag (a pretrained"
+        " efficientnet_lite, a text encoder, finetune none or text) and is 0 elsewhere; asking for tags"
+        " where it cannot is refused",
+    )
     vocab_size: int = Field(default=_M.vocab_size, ge=2, le=1_000_000, description="bow/lstm vocabulary")
     embed_dim: int = Field(default=_M.embed_dim, ge=1, le=4096, description="bow / lstm embedding width")
     epochs: int = Field(
@@ -156,6 +167,13 @@ class TrainParams(BaseModel):
         " more than its GPUs (CPUs without CUDA) fails the job at its start",
     )
 
+    def recorded(self) -> dict[str, Any]:
+        """The params as a job records and runs them: `text_image_tags` as resolved for this recipe (0 where
+        it cannot tag), so the job says what it trains and a default never turns into an explicit ask."""
+        values = self.model_dump()
+        values["text_image_tags"] = self.configs(())[0].text_image_tags
+        return values
+
     def configs(
         self,
         labels: Sequence[str],
@@ -173,10 +191,12 @@ class TrainParams(BaseModel):
         if val_fraction is not None:
             train_values["val_fraction"] = val_fraction
         model_values = {key: value for key, value in values.items() if key in model_keys}
-        return (
-            ModelConfig.from_dict({**model_values, "labels": tuple(labels)}),
-            TrainConfig.from_dict(train_values),
-        )
+        model_config = ModelConfig.from_dict({**model_values, "labels": tuple(labels)})
+        train_config = TrainConfig.from_dict(train_values)
+        problem = image_tags_problem(model_config, train_config)
+        if "text_image_tags" in self.model_fields_set and self.text_image_tags and problem:
+            raise ValueError(f"text_image_tags: {problem}")
+        return resolve_image_tags(model_config, train_config), train_config
 
 
 class CrossValidation(BaseModel):

@@ -14,7 +14,7 @@ from service.runtime.model_store import ModelVersion
 def _model_config(config: dict[str, Any]) -> ModelConfig | None:
     """The checkpoint's model config, or None when it does not parse (the version's `error` says why)."""
     try:
-        return ModelConfig.from_dict(config)
+        return ModelConfig.from_stored(config)
     except (TypeError, ValueError):
         return None
 

@@ -58,6 +58,19 @@ def test_a_checkpoint_from_before_ensemble_members_loads(tmp_path: Path) -> None
     assert torch.equal(_outputs(model), _outputs(loaded))
 
 
+def test_a_checkpoint_from_before_image_tags_loads_reading_its_texts_untagged(tmp_path: Path) -> None:
+    model = build_tiny_model(image_encoder="efficientnet_lite0", pretrained=True, text_image_tags=0)
+    saved = save_checkpoint(tmp_path / "v1", model, metrics={}, dataset_fingerprint="abc")
+    meta = json.loads((saved / "config.json").read_text())
+    del meta["model_config"]["text_image_tags"]  # config.json as written before the field existed
+    (saved / "config.json").write_text(json.dumps(meta))
+
+    loaded, _ = load_checkpoint(saved)
+
+    assert loaded.config.text_image_tags == 0 and loaded.image_tagger is None
+    assert torch.equal(_outputs(model), _outputs(loaded))
+
+
 def test_metadata_records_everything_needed(tmp_path: Path) -> None:
     model = build_tiny_model()
     save_checkpoint(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from model.config import ModelConfig, TrainConfig
+from model.config import ModelConfig, TrainConfig, image_tags_problem, resolve_image_tags
 
 
 def test_model_config_default_is_the_production_recipe() -> None:
@@ -19,6 +19,40 @@ def test_model_config_default_is_the_production_recipe() -> None:
         "sum",
     )
     assert config.pretrained
+    assert config.text_image_tags == 3 and config.image_tags == 3
+
+
+@pytest.mark.parametrize(
+    ("model_overrides", "finetune", "problem"),
+    [
+        ({}, "text", None),
+        ({}, "none", None),
+        ({}, "last", "needs the image encoder frozen"),
+        ({}, "all", "needs the image encoder frozen"),
+        ({"image_encoder": "resnet18"}, "text", "needs a pretrained efficientnet_lite"),
+        ({"pretrained": False}, "text", "needs a pretrained efficientnet_lite"),
+        ({"text_encoder": "none"}, "text", "needs a text encoder"),
+    ],
+)
+def test_image_tags_apply_where_the_recipe_can_tag(
+    model_overrides: dict[str, Any], finetune: str, problem: str | None
+) -> None:
+    config = ModelConfig(**model_overrides)
+    train_config = TrainConfig(finetune=finetune)
+
+    found = image_tags_problem(config, train_config)
+
+    assert (found is None) if problem is None else (found is not None and found.startswith(problem))
+    assert resolve_image_tags(config, train_config).text_image_tags == (3 if problem is None else 0)
+
+
+def test_a_stored_config_from_before_a_field_keeps_the_behaviour_it_was_trained_with() -> None:
+    stored = ModelConfig(labels=("a", "b")).to_dict()
+    del stored["text_image_tags"]
+    assert ModelConfig.from_stored(stored).text_image_tags == 0
+    assert ModelConfig.from_stored({**stored, "text_image_tags": 2}).text_image_tags == 2
+    with pytest.raises(ValueError, match=r"^bogus: unknown field"):
+        ModelConfig.from_stored({**stored, "bogus": 1})
 
 
 def test_model_config_round_trips_through_json() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from fusion_testkit.factories import make_jpeg, make_png, save_tiny_checkpoint
 from model.checkpoint import read_checkpoint_meta
-from model.export import ONNX_FILE, export_onnx
+from model.export import IMAGE_FILE, ONNX_FILE, export_onnx
 from model.images import ImageDecodeError
 from model.onnx_predictor import GraphError, OnnxPredictor
 from model.predictor import Prediction, Predictor
@@ -176,3 +176,38 @@ def test_a_second_session_that_cannot_open_leaves_the_first_serving(exported: Pa
         predictor.open_overlap_session(1)
     assert predictor.overlap_threads is None
     assert len(predictor.predict_batch(images, texts)) == len(images)
+
+
+@pytest.fixture
+def tagged_exported(tmp_path: Path) -> Path:
+    """A tiny checkpoint with image tags (EfficientNet-Lite0 and its ImageNet classifier), exported."""
+    path = save_tiny_checkpoint(
+        tmp_path / "tags-v1", image_encoder="efficientnet_lite0", pretrained=True, text_image_tags=3
+    )
+    export_onnx(path, quantize="int8")
+    return path
+
+
+def test_a_model_with_image_tags_runs_its_image_graph_first_and_matches_torch(tagged_exported: Path) -> None:
+    onnx_entry = read_checkpoint_meta(tagged_exported)["onnx"]
+    assert onnx_entry["image_file"] == IMAGE_FILE and (tagged_exported / IMAGE_FILE).is_file()
+    assert next(iter(onnx_entry["inputs"])) == "image_features"
+    images, texts = real_inputs()
+    torch_preds = Predictor.from_checkpoint(tagged_exported, device="cpu").predict_batch(
+        images, texts, explain=True
+    )
+    predictor = OnnxPredictor.from_checkpoint(tagged_exported, threads=2)
+    assert_same_predictions(torch_preds, predictor.predict_batch(images, texts, explain=True))
+    assert_same_predictions(torch_preds[2:3], predictor.predict_batch(images[2:3], texts[2:3], explain=True))
+    assert predictor.open_overlap_session(1) is True
+    assert_same_predictions(torch_preds, predictor.predict_batch(images, texts, explain=True))
+    int8 = OnnxPredictor.from_checkpoint(tagged_exported, int8=True).predict_batch(images, texts)
+    assert [p.modalities_used for p in int8] == [p.modalities_used for p in torch_preds]
+
+
+def test_a_graph_that_needs_image_features_without_its_image_graph_is_a_graph_error(
+    tagged_exported: Path,
+) -> None:
+    (tagged_exported / IMAGE_FILE).unlink()
+    with pytest.raises(GraphError, match="not a loadable ONNX graph"):
+        OnnxPredictor.from_checkpoint(tagged_exported)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fusion_testkit.factories import make_jpeg, make_png, png_header_only, save_tiny_checkpoint
+from model.image_tags import tag_text
 from model.images import ImageDecodeError, load_image
 from model.predictor import Predictor
 
@@ -155,3 +156,29 @@ def test_cuda_predictions_match_the_cpu_ones(predictor: Predictor, tiny_checkpoi
         assert gpu.modalities_used == cpu.modalities_used
         for label, p in cpu.probabilities.items():
             assert gpu.probabilities[label] == pytest.approx(p, abs=0.02)  # bf16 autocast
+
+
+def test_with_image_tags_the_text_is_read_with_its_photos_tags(tmp_path: Path) -> None:
+    path = save_tiny_checkpoint(
+        tmp_path / "tags-v1", image_encoder="efficientnet_lite0", pretrained=True, text_image_tags=3
+    )
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    model = predictor.model
+    assert model.image_tagger is not None
+    with torch.no_grad():
+        image = model.encode_image(predictor.preprocess_image(JPEG).unsqueeze(0))
+        tags = model.image_tagger.tags(image)[0]
+        tagged = model.encode_text(model.tokenize([tag_text("sunny", tags)]))
+        plain = model.encode_text(model.tokenize(["sunny"]))
+        present = torch.tensor([True])
+        fused = torch.softmax(model.head(image, tagged, present, present).logits, dim=-1)[0].tolist()
+        text_alone = torch.softmax(model.head(None, plain, ~present, present).logits, dim=-1)[0].tolist()
+        misread = torch.softmax(model.head(None, tagged, ~present, present).logits, dim=-1)[0].tolist()
+
+    pred, text_item = predictor.predict_batch([JPEG, None], ["sunny", "sunny"], explain=True)
+
+    assert len(tags) == 3 and max(abs(a - b) for a, b in zip(misread, text_alone, strict=True)) > 1e-4
+    assert list(pred.probabilities.values()) == pytest.approx(fused, abs=1e-6)
+    # "Text alone" reads the text without the photo's tags, and so does an item without a photo.
+    assert pred.text_only is not None and list(pred.text_only.values()) == pytest.approx(text_alone, abs=1e-6)
+    assert list(text_item.probabilities.values()) == pytest.approx(text_alone, abs=1e-6)

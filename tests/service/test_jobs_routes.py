@@ -214,6 +214,10 @@ def test_report_is_a_png_once_the_job_has_epochs(
         ({"params": {"finetune_layers": 7}}, "params.finetune_layers"),  # minilm has 6
         ({"params": {"label_smoothing": -0.1}}, "params.label_smoothing"),
         ({"params": {"keep": "first"}}, "params.keep"),
+        ({"params": {"text_image_tags": 11}}, "params.text_image_tags"),
+        ({"params": {"text_image_tags": 3, "image_encoder": "cnn"}}, "params.text_image_tags"),
+        # The tags come from the frozen image features.
+        ({"params": {"text_image_tags": 3, "finetune": "all"}}, "params.text_image_tags"),
         ({"params": {"unknown_knob": 1}}, "params.unknown_knob"),
         ({"validation": 0.9}, "validation"),
         ({"promote": "sometimes"}, "promote"),
@@ -245,6 +249,19 @@ def test_bad_requests_are_422_naming_the_field(
 
     assert response.status_code == 422, response.text
     assert response.json()["error"]["field"] == field
+
+
+def test_a_job_records_the_image_tags_its_recipe_will_use(
+    client: TestClient, demo: str, tiny_job_params: Params
+) -> None:
+    # The default (3) where the recipe can tag, 0 where it cannot (cnn, or a trained image encoder).
+    default = _queue(client, {"epochs": 1})
+    cnn = _queue(client, tiny_job_params)
+    last_blocks = _queue(client, {"finetune": "last"})
+
+    assert default["params"]["text_image_tags"] == 3
+    assert cnn["params"]["text_image_tags"] == 0
+    assert last_blocks["params"]["text_image_tags"] == 0
 
 
 def test_more_folds_than_samples_are_refused(client: TestClient, demo: str, tmp_path: Path) -> None:

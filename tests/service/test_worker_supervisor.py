@@ -39,7 +39,7 @@ def supervisor(settings: Settings, jobs: JobStore) -> Iterator[WorkerSupervisor]
 
 
 def _queue(jobs: JobStore, params: Params) -> str:
-    return jobs.create("demo", validation="demo:dev", params=TrainParams(**params).model_dump()).id
+    return jobs.create("demo", validation="demo:dev", params=TrainParams(**params).recorded()).id
 
 
 def _wait_for_status(jobs: JobStore, job_id: str, status: JobStatus, timeout: float = 90.0) -> None:

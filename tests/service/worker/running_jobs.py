@@ -21,7 +21,7 @@ Params = dict[str, Any]
 def queue(worker: Worker, params: Params, **kwargs: Any) -> Job:
     """Queue a job on the demo dataset (validation demo:dev unless given)."""
     kwargs.setdefault("validation", "demo:dev")
-    return worker.jobs.create("demo", params=TrainParams(**params).model_dump(), **kwargs)
+    return worker.jobs.create("demo", params=TrainParams(**params).recorded(), **kwargs)
 
 
 def version_with_metric(store: ModelStore, macro_f1: float) -> str:
