@@ -74,12 +74,14 @@ def prepare_data(
     unknown = sorted({s.label for s in dataset.samples} - index.keys())
     if unknown:
         raise ValueError(f"labels: dataset labels {unknown} are not among the model's {list(model.labels)}")
-    cache = cache or FeatureCache()
     frozen = frozen_modalities(model)
+    if frozen and cache is None:
+        cache = FeatureCache()  # a private temporary one
     plain = dataset
     if model.image_tagger is not None:
         if "image" not in frozen:
             raise ValueError("text_image_tags: the photo's tags need the image encoder frozen")
+        assert cache is not None
         image = cache.get_or_compute(
             model, dataset, on_progress, modalities=("image",), num_workers=num_workers
         ).image
@@ -98,7 +100,7 @@ def _prepare(
     dataset: Dataset,
     labels: torch.Tensor,
     frozen: Sequence[str],
-    cache: FeatureCache,
+    cache: FeatureCache | None,
     on_progress: Callable[[int, int], None] | None,
     num_workers: int,
     *,
@@ -108,6 +110,7 @@ def _prepare(
     False)."""
     features = Features()
     if frozen:
+        assert cache is not None
         cached = cache.get_or_compute(model, dataset, on_progress, modalities=frozen, num_workers=num_workers)
         # Small enough ([N, D]) to live on the model's device for the whole run.
         device = model_device(model)
