@@ -192,8 +192,18 @@ class ModelConfig(_JsonConfig):
     def image_tags(self) -> int:
         """The image tags this model's texts get: `text_image_tags` where it has a pretrained
         efficientnet_lite (whose ImageNet classifier names the tags) and a text encoder, else 0."""
-        can_tag = self.image_encoder.startswith("efficientnet_lite") and self.pretrained
-        return self.text_image_tags if can_tag and self.text_encoder != "none" else 0
+        return 0 if self.tags_problem() else self.text_image_tags
+
+    def tags_problem(self) -> str | None:
+        """Why this model's texts cannot carry image tags, or None when they can (see also the recipe's
+        `image_tags_problem`)."""
+        if not (self.image_encoder.startswith("efficientnet_lite") and self.pretrained):
+            return (
+                "needs a pretrained efficientnet_lite image encoder (its ImageNet classifier names the tags)"
+            )
+        if self.text_encoder == "none":
+            return "needs a text encoder to read the tags"
+        return None
 
     @property
     def supports_missing_modality(self) -> bool:
@@ -283,11 +293,11 @@ class TrainConfig(_JsonConfig):
 
 
 def image_tags_problem(model_config: ModelConfig, train_config: TrainConfig) -> str | None:
-    """Why this recipe's texts cannot carry image tags, or None when they can."""
-    if not (model_config.image_encoder.startswith("efficientnet_lite") and model_config.pretrained):
-        return "needs a pretrained efficientnet_lite image encoder (its ImageNet classifier names the tags)"
-    if model_config.text_encoder == "none":
-        return "needs a text encoder to read the tags"
+    """Why this recipe's texts cannot carry image tags (the model's reason, or a trained image encoder), or
+    None when they can."""
+    problem = model_config.tags_problem()
+    if problem is not None:
+        return problem
     if train_config.finetune in ("last", "all"):
         return (
             "needs the image encoder frozen (finetune none or text), as the tags come from its features;"

@@ -9,6 +9,7 @@ vector per modality) cannot. On paired CV of MVSA-Single train it gained about a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -18,11 +19,18 @@ from torch import nn
 TAGS_PREFIX = " . photo: "
 
 
-def imagenet_categories() -> list[str]:
+@functools.cache
+def imagenet_categories() -> tuple[str, ...]:
     """The 1000 ImageNet class names in the classifiers' output order (torchvision's, no download)."""
     from torchvision.models import EfficientNet_B0_Weights
 
-    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+    return tuple(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def class_names(class_ids: Sequence[Sequence[int]]) -> list[list[str]]:
+    """The ImageNet names of rows of class ids (the tagger's, or the image graph's `tag_ids`)."""
+    names = imagenet_categories()
+    return [[names[i] for i in row] for row in class_ids]
 
 
 def tag_text(text: str, tags: Sequence[str]) -> str:
@@ -38,7 +46,6 @@ class ImageTagger(nn.Module):
         self.count = count
         self.classifier = nn.Linear(in_dim, 1000)
         self.classifier.requires_grad_(False)
-        self._names: list[str] | None = None
 
     def load_classifier(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Copy the packaged classifier's weights in."""
@@ -46,11 +53,12 @@ class ImageTagger(nn.Module):
             self.classifier.weight.copy_(weight)
             self.classifier.bias.copy_(bias)
 
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The `count` likeliest class ids [N, count] of each row of image features, likeliest first."""
+        logits = self.classifier(features.to(self.classifier.weight.dtype))
+        return logits.topk(self.count, dim=-1).indices
+
     @torch.no_grad()
     def tags(self, features: torch.Tensor) -> list[list[str]]:
-        """The `count` likeliest class names of each row of image features, likeliest first."""
-        if self._names is None:
-            self._names = imagenet_categories()
-        logits = self.classifier(features.to(self.classifier.weight.dtype))
-        top = logits.topk(self.count, dim=-1).indices.tolist()
-        return [[self._names[i] for i in row] for row in top]
+        """The names of the `count` likeliest classes of each row of image features, likeliest first."""
+        return class_names(self(features).tolist())

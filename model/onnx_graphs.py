@@ -67,7 +67,7 @@ class ImageGraph(nn.Module):
         tagger = self.model.image_tagger
         assert tagger is not None
         features = self.model.encode_image(pixels)
-        return features, tagger.classifier(features).topk(tagger.count, dim=-1).indices
+        return features, tagger(features)
 
 
 def graph_inputs(model: FusionClassifier) -> list[str]:

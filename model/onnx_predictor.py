@@ -15,7 +15,7 @@ from model.config import ModelConfig
 from model.device import available_cpus
 from model.encoders import build_tokenizer
 from model.export import META_KEY
-from model.image_tags import imagenet_categories
+from model.image_tags import class_names
 from model.images import DEFAULT_MAX_PIXELS
 from model.predictor import BasePredictor, BatchOutput, ImageInput
 from model.text import Vocabulary
@@ -107,7 +107,6 @@ class OnnxPredictor(BasePredictor):
             raise GraphError(f"{path / name}: inputs {self._inputs} do not match config.json's {expected}")
         if ("image_features" in self._inputs) != (self.image_session is not None):
             raise GraphError(f"{path / name}: takes image features but config.json records no image graph")
-        self._categories = imagenet_categories() if self.image_session is not None else []
 
     def _open_sessions(self, threads: int | None) -> tuple[Any, Any]:
         """Sessions of the main graph and of the image graph (None without image tags)."""
@@ -133,7 +132,7 @@ class OnnxPredictor(BasePredictor):
         session, image_session = self._open_sessions(threads)
         images, texts = self._warmup_inputs()
         has_image, has_text = self._present(images, texts)
-        pixels = self._pixels_array(images, has_image) if self.config.image_encoder != "none" else None
+        pixels = self._pixels_array(images, has_image)
         feeds, _ = self._feeds(pixels, texts, has_image, has_text, image_session, explain=False)
         session.run(["probabilities"], feeds)
         self._overlap_session, self._overlap_image_session = session, image_session
@@ -160,7 +159,10 @@ class OnnxPredictor(BasePredictor):
         meta = read_checkpoint_meta(path)
         return cls(path, meta, int8=int8, device=device, threads=threads, max_pixels=max_pixels)
 
-    def _pixels_array(self, images: Sequence[ImageInput], has_image: list[bool]) -> np.ndarray:
+    def _pixels_array(self, images: Sequence[ImageInput], has_image: list[bool]) -> np.ndarray | None:
+        """Pixels of the rows that have an image (none: [0, 3, S, S]); None for a model without images."""
+        if self.config.image_encoder == "none":
+            return None
         if any(has_image):
             return self._stack_pixels(images, has_image).numpy()
         size = self.config.image_size
@@ -196,7 +198,7 @@ class OnnxPredictor(BasePredictor):
         if "image_features" in self._inputs and pixels is not None:
             features, tag_ids = image_session.run(None, {"pixels": pixels})
             feeds["image_features"] = features
-            tags = [[self._categories[i] for i in row] for row in tag_ids.tolist()]
+            tags = class_names(tag_ids.tolist())
         if "input_ids" not in self._inputs:
             return feeds, None
         feeds.update(self._token_feeds(self._with_tags(texts, has_image, has_text, tags), has_text))
@@ -211,7 +213,7 @@ class OnnxPredictor(BasePredictor):
         explain: bool,
     ) -> BatchOutput:
         wanted = self._outputs if explain else ["probabilities"]
-        pixels = self._pixels_array(images, has_image) if self.config.image_encoder != "none" else None
+        pixels = self._pixels_array(images, has_image)
         # Without an image graph the feeds are ready before the run; with one, the texts wait for its tags.
         ready = None
         if self.image_session is None:

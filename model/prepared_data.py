@@ -77,7 +77,7 @@ def prepare_data(
     frozen = frozen_modalities(model)
     if frozen and cache is None:
         cache = FeatureCache()  # a private temporary one
-    plain = dataset
+    plain, image = dataset, None
     if model.image_tagger is not None:
         if "image" not in frozen:
             raise ValueError("text_image_tags: the photo's tags need the image encoder frozen")
@@ -88,7 +88,7 @@ def prepare_data(
         assert image is not None
         dataset = tagged_dataset(dataset, model.image_tagger.tags(image))
     labels = torch.tensor([index[s.label] for s in dataset.samples], dtype=torch.long)
-    data = _prepare(model, dataset, labels, frozen, cache, on_progress, num_workers)
+    data = _prepare(model, dataset, labels, frozen, cache, on_progress, num_workers, image=image)
     if model.image_tagger is not None and plain_text:
         text_frozen = ("text",) if "text" in frozen else ()
         data.plain_text = _prepare(model, plain, labels, text_frozen, cache, None, num_workers, images=False)
@@ -105,16 +105,19 @@ def _prepare(
     num_workers: int,
     *,
     images: bool = True,
+    image: torch.Tensor | None = None,
 ) -> PreparedData:
     """Features of the `frozen` modalities and inputs of the encoders that train (text only: `images`
-    False)."""
+    False); `image`: the image features when they were fetched already (the cache is asked for the rest)."""
     features = Features()
     if frozen:
         assert cache is not None
-        cached = cache.get_or_compute(model, dataset, on_progress, modalities=frozen, num_workers=num_workers)
+        wanted = [m for m in frozen if m != "image" or image is None]
+        cached = cache.get_or_compute(model, dataset, on_progress, modalities=wanted, num_workers=num_workers)
+        image = image if image is not None else cached.image
         # Small enough ([N, D]) to live on the model's device for the whole run.
         device = model_device(model)
-        features = Features(*(f.to(device) if f is not None else None for f in (cached.image, cached.text)))
+        features = Features(*(f.to(device) if f is not None else None for f in (image, cached.text)))
     trains_image = images and model.image_encoder is not None and "image" not in frozen
     data = PreparedData(
         labels=labels,
