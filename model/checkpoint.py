@@ -17,12 +17,15 @@ from safetensors.torch import load_file, save_file
 from model.atomic import fsync, remove_abandoned, temp_folder
 from model.config import ModelConfig, TrainConfig
 from model.fusion import FusionClassifier, upgrade_state_dict
+from model.image_tags import IMAGENET_CLASSES, imagenet_categories
 from model.text import Vocabulary
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "config.json"
 TEMP_INFIX = ".tmp-"  # a save in progress is the folder `.<name>.tmp-<hex>` beside its final place
+# config.json of a model with image tags: the class names its tag ids stand for (model.image_tags).
+TAG_NAMES_KEY = "image_tag_names"
 
 
 class CheckpointError(ValueError):
@@ -60,6 +63,8 @@ def save_checkpoint(
         "extra": extra or {},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if model.image_tagger is not None:
+        meta[TAG_NAMES_KEY] = list(model.image_tagger.names or imagenet_categories())
     try:
         meta_text = json.dumps(meta, indent=2, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -139,6 +144,21 @@ def _check_tensors(model: FusionClassifier, tensors: dict[str, torch.Tensor], wh
         raise CheckpointError(f"{where}: " + "; ".join(problems))
 
 
+def tag_names(meta: dict[str, Any], path: Path) -> tuple[str, ...] | None:
+    """The tag class names the checkpoint at `path` records (None where it records none: a model without
+    image tags, or one saved before they were recorded, whose tags are torchvision's ImageNet names)."""
+    names = meta.get(TAG_NAMES_KEY)
+    if names is None:
+        return None
+    if not (
+        isinstance(names, list)
+        and len(names) == IMAGENET_CLASSES
+        and all(isinstance(name, str) and name for name in names)
+    ):
+        raise CheckpointError(f"{path / META_FILE}: {TAG_NAMES_KEY}: expected {IMAGENET_CLASSES} class names")
+    return tuple(names)
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[FusionClassifier, dict[str, Any]]:
@@ -163,6 +183,8 @@ def load_checkpoint(
     tensors = upgrade_state_dict(tensors)
     _check_tensors(model, tensors, weights)
     model.load_state_dict(tensors, strict=True)
+    if model.image_tagger is not None:
+        model.image_tagger.names = tag_names(meta, path)
     model.to(device)
     model.eval()
     return model, meta

@@ -17,6 +17,8 @@ from torch import nn
 
 # Between a text and its photo's tags: a sentence break, then a word that says what follows.
 TAGS_PREFIX = " . photo: "
+# Classes of the packaged ImageNet classifiers.
+IMAGENET_CLASSES = 1000
 
 
 @functools.cache
@@ -27,9 +29,10 @@ def imagenet_categories() -> tuple[str, ...]:
     return tuple(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def class_names(class_ids: Sequence[Sequence[int]]) -> list[list[str]]:
-    """The ImageNet names of rows of class ids (the tagger's, or the image graph's `tag_ids`)."""
-    names = imagenet_categories()
+def class_names(class_ids: Sequence[Sequence[int]], names: Sequence[str] | None = None) -> list[list[str]]:
+    """The names of rows of class ids (the tagger's, or the image graph's `tag_ids`): from `names` (what a
+    checkpoint recorded), else torchvision's ImageNet names."""
+    names = names or imagenet_categories()
     return [[names[i] for i in row] for row in class_ids]
 
 
@@ -44,8 +47,11 @@ class ImageTagger(nn.Module):
     def __init__(self, in_dim: int, count: int) -> None:
         super().__init__()
         self.count = count
-        self.classifier = nn.Linear(in_dim, 1000)
+        self.classifier = nn.Linear(in_dim, IMAGENET_CLASSES)
         self.classifier.requires_grad_(False)
+        # The names its class ids stand for, as a loaded checkpoint recorded them (None: torchvision's);
+        # serving then needs no torchvision, whose import took about 1.4 s of a service's start-up.
+        self.names: tuple[str, ...] | None = None
 
     def load_classifier(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Copy the packaged classifier's weights in."""
@@ -61,4 +67,4 @@ class ImageTagger(nn.Module):
     @torch.no_grad()
     def tags(self, features: torch.Tensor) -> list[list[str]]:
         """The names of the `count` likeliest classes of each row of image features, likeliest first."""
-        return class_names(self(features).tolist())
+        return class_names(self(features).tolist(), self.names)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.checkpoint import CheckpointError, read_checkpoint_meta
+from model.checkpoint import CheckpointError, read_checkpoint_meta, tag_names
 from model.config import ModelConfig
 from model.device import available_cpus
 from model.encoders import build_tokenizer
@@ -93,6 +93,7 @@ class OnnxPredictor(BasePredictor):
         self._graph = path / name
         image_name = meta[META_KEY].get("image_file")
         self._image_graph = path / image_name if isinstance(image_name, str) else None
+        self._tag_names = tag_names(meta, path)
         self._providers = providers
         self._threads = threads or available_cpus()
         self.session, self.image_session = self._open_sessions(threads)
@@ -198,7 +199,7 @@ class OnnxPredictor(BasePredictor):
         if "image_features" in self._inputs and pixels is not None:
             features, tag_ids = image_session.run(None, {"pixels": pixels})
             feeds["image_features"] = features
-            tags = class_names(tag_ids.tolist())
+            tags = class_names(tag_ids.tolist(), self._tag_names)
         if "input_ids" not in self._inputs:
             return feeds, None
         feeds.update(self._token_feeds(self._with_tags(texts, has_image, has_text, tags), has_text))

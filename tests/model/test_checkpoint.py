@@ -16,10 +16,17 @@ from fusion_testkit.factories import (
     tiny_vocabulary,
 )
 from model import checkpoint as ckpt
-from model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from model.checkpoint import (
+    TAG_NAMES_KEY,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 from model.config import TrainConfig
 from model.encoders import efficientnet_lite
 from model.fusion import FusionClassifier
+from model.image_tags import imagenet_categories
 
 
 def _outputs(model: FusionClassifier) -> torch.Tensor:
@@ -69,6 +76,17 @@ def test_a_checkpoint_from_before_image_tags_loads_reading_its_texts_untagged(tm
 
     assert loaded.config.text_image_tags == 0 and loaded.image_tagger is None
     assert torch.equal(_outputs(model), _outputs(loaded))
+
+
+def test_a_model_with_image_tags_records_their_class_names(tmp_path: Path) -> None:
+    tagged = build_tiny_model(image_encoder="efficientnet_lite0", pretrained=True, text_image_tags=3)
+    saved = save_checkpoint(tmp_path / "tags", tagged, metrics={}, dataset_fingerprint="abc")
+    plain = save_checkpoint(tmp_path / "plain", build_tiny_model(), metrics={}, dataset_fingerprint="abc")
+
+    assert read_checkpoint_meta(saved)[TAG_NAMES_KEY] == list(imagenet_categories())
+    assert TAG_NAMES_KEY not in read_checkpoint_meta(plain)
+    loaded, _ = load_checkpoint(saved)
+    assert loaded.image_tagger is not None and loaded.image_tagger.names == imagenet_categories()
 
 
 def test_metadata_records_everything_needed(tmp_path: Path) -> None:

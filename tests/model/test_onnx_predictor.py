@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from fusion_testkit.factories import make_jpeg, make_png, save_tiny_checkpoint
-from model.checkpoint import read_checkpoint_meta
+from model.checkpoint import TAG_NAMES_KEY, CheckpointError, read_checkpoint_meta
 from model.export import IMAGE_FILE, ONNX_FILE, export_onnx
+from model.image_tags import imagenet_categories
 from model.images import ImageDecodeError
 from model.onnx_predictor import GraphError, OnnxPredictor
 from model.predictor import Prediction, Predictor
@@ -211,3 +215,71 @@ def test_a_graph_that_needs_image_features_without_its_image_graph_is_a_graph_er
     (tagged_exported / IMAGE_FILE).unlink()
     with pytest.raises(GraphError, match="not a loadable ONNX graph"):
         OnnxPredictor.from_checkpoint(tagged_exported)
+
+
+def _record_tag_names(path: Path, names: list[str] | None) -> None:
+    """Rewrite the checkpoint's recorded tag names (None: as saved before they were recorded)."""
+    meta = json.loads((path / "config.json").read_text())
+    if names is None:
+        del meta[TAG_NAMES_KEY]
+    else:
+        meta[TAG_NAMES_KEY] = names
+    (path / "config.json").write_text(json.dumps(meta))
+
+
+def _both_runtimes(path: Path) -> list[Predictor | OnnxPredictor]:
+    return [Predictor.from_checkpoint(path, device="cpu"), OnnxPredictor.from_checkpoint(path, threads=2)]
+
+
+def test_the_tags_use_the_class_names_the_checkpoint_records(tagged_exported: Path) -> None:
+    assert read_checkpoint_meta(tagged_exported)[TAG_NAMES_KEY] == list(imagenet_categories())
+    images, texts = real_inputs()
+    recorded = Predictor.from_checkpoint(tagged_exported, device="cpu").predict_batch(images, texts)
+
+    _record_tag_names(tagged_exported, ["worst"] * 1000)  # a word the tiny vocabulary knows
+    for predictor in _both_runtimes(tagged_exported):
+        renamed = predictor.predict_batch(images, texts)
+        # Rows with an image and a text read other tags, so their probabilities move; the others do not.
+        moved = [
+            max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) > TOLERANCE
+            for a, b in zip(recorded, renamed, strict=True)
+        ]
+        assert moved == [True, False, False, True, True]
+
+    _record_tag_names(tagged_exported, None)  # saved before the names were recorded: torchvision's
+    for predictor in _both_runtimes(tagged_exported):
+        assert_same_predictions(recorded, predictor.predict_batch(images, texts))
+
+
+@pytest.mark.parametrize("names", [["tench"] * 999, [""] * 1000, "tench"])
+def test_recorded_tag_names_that_are_not_1000_names_are_refused(tagged_exported: Path, names: object) -> None:
+    _record_tag_names(tagged_exported, names)  # type: ignore[arg-type]
+    for load in (Predictor.from_checkpoint, OnnxPredictor.from_checkpoint):
+        with pytest.raises(CheckpointError, match=f"{TAG_NAMES_KEY}: expected 1000 class names"):
+            load(tagged_exported)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_serving_a_tagged_version_does_not_import_torchvision(tagged_exported: Path, runtime: str) -> None:
+    # torchvision's import took about 1.4 s of a service's start-up; the names come from the checkpoint.
+    load = {
+        "torch": "Predictor.from_checkpoint(path, device='cpu')",
+        "onnx": "OnnxPredictor.from_checkpoint(path)",
+    }
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from fusion_testkit.factories import make_jpeg\n"
+        "from model.onnx_predictor import OnnxPredictor\n"
+        "from model.predictor import Predictor\n"
+        "path = Path(sys.argv[1])\n"
+        f"predictor = {load[runtime]}\n"
+        "predictor.warmup()\n"
+        "[prediction] = predictor.predict_batch([make_jpeg((220, 60, 20), (48, 40))], ['I love this'])\n"
+        "print(','.join(prediction.modalities_used), 'torchvision' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tagged_exported)], capture_output=True, text=True, check=True
+    )
+    # Both inputs were read (so the image was tagged), and torchvision was never imported.
+    assert done.stdout.split() == ["image,text", "False"], done.stdout
