@@ -111,21 +111,12 @@ def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}: must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _in_range(
-    name: str,
-    value: float,
-    lo: float,
-    hi: float | None = None,
-    *,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> None:
+def _in_range(name: str, value: float, lo: float, hi: float | None = None, *, lo_open: bool = False) -> None:
     too_low = value <= lo if lo_open else value < lo
-    too_high = hi is not None and (value >= hi if hi_open else value > hi)
-    if too_low or too_high:
+    if too_low or (hi is not None and value > hi):
         bound = f"> {lo}" if lo_open else f">= {lo}"
         if hi is not None:
-            bound += f" and < {hi}" if hi_open else f" and <= {hi}"
+            bound += f" and <= {hi}"
         raise ValueError(f"{name}: must be {bound}; got {value!r}")
 
 
@@ -252,9 +243,6 @@ class TrainConfig(_JsonConfig):
     # Share of each target's probability spread evenly over all classes (cross-entropy label smoothing).
     label_smoothing: float = 0.0
     augment: bool = False
-    # Exponential moving average of the weights, updated after every optimiser step (0: off). The averaged
-    # weights are the ones evaluated each epoch, kept by early stopping and returned.
-    ema_decay: float = 0.0
     seed: int = 0
     finetune: str = "text"
     # With finetune "text": how many of a pretrained text encoder's top transformer layers train (0: all of
@@ -285,7 +273,6 @@ class TrainConfig(_JsonConfig):
         _in_range("grad_clip", self.grad_clip, 0.0)
         _in_range("patience", self.patience, 0)
         _in_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
-        _in_range("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
         _in_range("seed", self.seed, 0)
         _one_of("finetune", self.finetune, FINETUNE_MODES)
         _in_range("finetune_layers", self.finetune_layers, 0, max(TEXT_ENCODER_LAYERS.values()))

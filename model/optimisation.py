@@ -1,6 +1,5 @@
 """What `train` optimises with: AdamW over the model's parameter groups, the learning-rate schedule,
-the gradient scaler for fp16, the (optionally class-weighted) cross-entropy loss and the optional
-exponential moving average of the weights."""
+the gradient scaler for fp16 and the (optionally class-weighted) cross-entropy loss."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from model.config import TrainConfig
 from model.fusion import FusionClassifier
@@ -18,25 +16,18 @@ from model.fusion import FusionClassifier
 
 @dataclass
 class Optimisation:
-    """The optimiser, its per-step scheduler, the fp16 gradient scaler (None otherwise), the loss and the
-    moving average of the weights (None when `ema_decay` is 0)."""
+    """The optimiser, its per-step scheduler, the fp16 gradient scaler (None otherwise) and the loss."""
 
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
     loss_fn: nn.Module
-    ema: AveragedModel | None = None
-
-    def kept_model(self, model: FusionClassifier) -> FusionClassifier:
-        """The model whose weights a run evaluates and keeps: the moving average's copy, or `model`."""
-        return self.ema.module if self.ema is not None else model  # type: ignore[return-value]
 
 
 def make_optimisation(
     model: FusionClassifier, config: TrainConfig, train_labels: torch.Tensor, total_steps: int
 ) -> Optimisation:
-    """AdamW, warm-up then `config.schedule` over `total_steps`; the loss smoothed and weighted as asked; a
-    moving average of the weights when `config.ema_decay` > 0 (`debiased_ema`; buffers are copied)."""
+    """AdamW, warm-up then `config.schedule` over `total_steps`; the loss smoothed and weighted as asked."""
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(
         model.parameter_groups(config.lr, config.encoder_lr, config.weight_decay),
@@ -53,24 +44,7 @@ def make_optimisation(
         loss_fn=nn.CrossEntropyLoss(
             weight=weights.to(device) if weights is not None else None, label_smoothing=config.label_smoothing
         ),
-        ema=AveragedModel(model, multi_avg_fn=debiased_ema(config.ema_decay)) if config.ema_decay else None,
     )
-
-
-def debiased_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
-    """An `AveragedModel` update: after steps 1..t the average is sum(decay^(t-i) w_i) / sum(decay^(t-i)).
-
-    Unlike a plain EMA started from the first step's weights (torch's `get_ema_multi_avg_fn`), which over a
-    short run keeps a share decay^t of them (0.995 over 480 steps: 9 %), every step counts by its age alone.
-    """
-
-    @torch.no_grad()
-    def update(averages: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        weight = (1 - decay) / (1 - decay ** (int(n_averaged) + 1))
-        for average, weights in zip(averages, current, strict=True):
-            average.lerp_(weights, weight)
-
-    return update
 
 
 def lr_lambda(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:

@@ -183,8 +183,6 @@ def train_one_epoch(
         else:
             optimizer.step()
         optimisation.scheduler.step()
-        if optimisation.ema is not None:
-            optimisation.ema.update_parameters(model)
         total += float(loss.detach()) * len(rows)
         count += len(rows)
         if on_step is not None:
@@ -238,8 +236,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a FusionClassifier; early stopping on `train_config.metric` restores the best epoch's weights
-    (`train_config.keep="last"`: the last epoch's), those of the weights' moving average when
-    `train_config.ema_decay` > 0.
+    (`train_config.keep="last"`: the last epoch's).
 
     Labels default to the training set's. Without `val_set` the last epoch is kept and the final
     metrics are measured on the training set (`metrics_split="train"`). In a process group every rank
@@ -285,10 +282,7 @@ def train(
     optimisation = make_optimisation(model, train_config, train_data.labels, epochs * steps)
     generator = torch.Generator().manual_seed(train_config.seed)
     trains_image = model.image_encoder is not None and not model.image_encoder.frozen
-    kept = optimisation.kept_model(
-        model
-    )  # the weights evaluated each epoch and kept: `model`, or their average
-    stopping = EarlyStopping(kept, train_config.metric, train_config.patience, train_config.keep)
+    stopping = EarlyStopping(model, train_config.metric, train_config.patience, train_config.keep)
     history: list[dict] = []
     reporter.start_training(epochs * steps)
     for epoch in range(1, epochs + 1):
@@ -308,13 +302,14 @@ def train(
                 ranks=ranks,
             )
         except TrainingCancelled as exc:
+            stopping.restore_best()
             raise TrainingCancelled(
-                TrainResult(stopping.restore_best(), history, {}, stopping.best_epoch, cancelled=True)
+                TrainResult(model, history, {}, stopping.best_epoch, cancelled=True)
             ) from exc
         record: dict = {"epoch": epoch, "loss": loss}
         report = None
         if val_data is not None:
-            report = evaluate(kept, val_data, modes=("fusion",), num_workers=workers, ranks=ranks)["fusion"]
+            report = evaluate(model, val_data, modes=("fusion",), num_workers=workers, ranks=ranks)["fusion"]
             assert report is not None
             record["val"] = {key: report[key] for key in METRICS}
             reporter.evaluated(epoch, steps, loss, record["val"])
@@ -323,9 +318,9 @@ def train(
         if stopping.should_stop:
             break
 
-    kept = stopping.restore_best()
+    stopping.restore_best()
     metrics = evaluate(
-        kept, val_data if val_data is not None else train_data, num_workers=workers, ranks=ranks
+        model, val_data if val_data is not None else train_data, num_workers=workers, ranks=ranks
     )
     split = "val" if val_data is not None else "train"
-    return TrainResult(kept, history, metrics, stopping.best_epoch, metrics_split=split)
+    return TrainResult(model, history, metrics, stopping.best_epoch, metrics_split=split)

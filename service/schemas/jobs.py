@@ -128,13 +128,6 @@ class TrainParams(BaseModel):
         default=_T.label_smoothing, ge=0.0, le=0.5, description="share of each target spread over all classes"
     )
     augment: bool = Field(default=_T.augment, description="random crops and flips of the training images")
-    ema_decay: float = Field(
-        default=_T.ema_decay,
-        ge=0.0,
-        lt=1.0,
-        description="exponential moving average of the weights, updated every step (0: off); the average is"
-        " what is evaluated, early-stopped and kept",
-    )
     seed: int = Field(
         default=_T.seed, ge=0, le=2**31 - 1, description="seed of the split, shuffling and init"
     )

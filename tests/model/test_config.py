@@ -92,8 +92,6 @@ def test_from_dict_rejects_unknown_keys(cls: Any) -> None:
         ("patience", -2),
         ("finetune_layers", 7),
         ("label_smoothing", 0.6),
-        ("ema_decay", 1.0),
-        ("ema_decay", -0.1),
         ("keep", "first"),
     ],
 )

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 from model.config import ModelConfig, TrainConfig
 from model.datasets import Dataset
@@ -98,41 +97,6 @@ def test_keep_last_runs_every_epoch_and_keeps_the_last(
     config = dataclasses.replace(xor_train_config, schedule="constant", patience=2, keep="last")
     result = train(xor_model_config, config, demo_train, demo_dev)
     assert len(result.history) == config.epochs and result.best_epoch == config.epochs
-    last = result.history[-1]["val"]
-    assert {key: result.metrics["fusion"][key] for key in last} == last
-
-
-def test_ema_keeps_the_moving_average_of_the_weights_after_every_step(
-    xor_model_config: ModelConfig,
-    xor_train_config: TrainConfig,
-    demo_train: Dataset,
-    demo_dev: Dataset,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    steps_weights: list[dict[str, torch.Tensor]] = []
-    update = AveragedModel.update_parameters
-
-    def record_then_update(self: AveragedModel, model: torch.nn.Module) -> None:
-        steps_weights.append({k: v.detach().clone() for k, v in model.named_parameters()})
-        update(self, model)
-
-    monkeypatch.setattr(AveragedModel, "update_parameters", record_then_update)
-    decay = 0.8
-    config = dataclasses.replace(xor_train_config, epochs=2, ema_decay=decay, keep="last")
-    small = demo_train.subset(range(40))
-    result = train(xor_model_config, config, small, demo_dev)
-
-    assert len(steps_weights) == 2 * len(epoch_batches(len(small), config.batch_size))
-    # Step i of t counts decay^(t - i), the first step no more than its age says.
-    ages = [decay ** (len(steps_weights) - i) for i in range(1, len(steps_weights) + 1)]
-    expected = {
-        k: sum(a * w[k] for a, w in zip(ages, steps_weights, strict=True)) / sum(ages)
-        for k in steps_weights[0]
-    }
-    kept = dict(result.model.named_parameters())
-    assert all(torch.allclose(kept[k], v, atol=1e-6) for k, v in expected.items())
-    assert not all(torch.allclose(kept[k], v, atol=1e-3) for k, v in steps_weights[-1].items())
-    # The average, not the last step's weights, is what was evaluated.
     last = result.history[-1]["val"]
     assert {key: result.metrics["fusion"][key] for key in last} == last
 

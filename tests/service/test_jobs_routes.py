@@ -213,7 +213,6 @@ def test_report_is_a_png_once_the_job_has_epochs(
         ({"params": {"image_encoder": "vgg"}}, "params.image_encoder"),
         ({"params": {"finetune_layers": 7}}, "params.finetune_layers"),  # minilm has 6
         ({"params": {"label_smoothing": -0.1}}, "params.label_smoothing"),
-        ({"params": {"ema_decay": 1.0}}, "params.ema_decay"),  # would never move from the initial weights
         ({"params": {"keep": "first"}}, "params.keep"),
         ({"params": {"text_image_tags": 11}}, "params.text_image_tags"),
         ({"params": {"text_image_tags": 3, "image_encoder": "cnn"}}, "params.text_image_tags"),
