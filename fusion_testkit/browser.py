@@ -43,7 +43,9 @@ class SystemBrowser:
             return f"no {self.name} at {self.executable} (apt-get install -y {self.package})"
         if self.min_version:
             major = major_version(self.executable)
-            if major is None or major < self.min_version:
+            if major is None:
+                return f"{self.executable} --version prints no version; {self.name} needs {self.min_version}+"
+            if major < self.min_version:
                 return f"{self.executable} is version {major}, older than {self.min_version}: {self.too_old}"
         return None
 

@@ -28,6 +28,12 @@ def test_a_browser_older_than_its_minimum_is_missing_with_the_reason(tmp_path: P
     assert found is not None and "version 140, older than 153: it lacks what the tests need" in found
 
 
+def test_a_browser_that_prints_no_version_is_missing_with_the_reason(tmp_path: Path) -> None:
+    executable = fake_browser(tmp_path, "no version here")
+    silent = SystemBrowser("firefox", executable, "firefox-esr", min_version=153)
+    assert silent.missing() == f"{executable} --version prints no version; firefox needs 153+"
+
+
 def test_a_browser_at_its_minimum_or_without_one_can_be_launched(tmp_path: Path) -> None:
     executable = fake_browser(tmp_path, "Mozilla Firefox 153.0esr")
     assert SystemBrowser("firefox", executable, "firefox-esr", min_version=153).missing() is None
