@@ -107,6 +107,16 @@ def add_cv_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="also write every fold's scores here")
 
 
+def add_repeat_arguments(parser: argparse.ArgumentParser) -> None:
+    """--repeats and --first-repeat: which k-fold runs (each with its own folds) a comparison pairs."""
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="k-fold runs, each with its own folds (default 2)"
+    )
+    parser.add_argument(
+        "--first-repeat", type=int, default=0, help="the first repeat's index, for new folds (default 0)"
+    )
+
+
 def report(out: dict[str, dict[str, list[float]]], base_spec: str, json_path: Path | None) -> None:
     """Print the paired table; write every recipe's fold scores to `json_path` when given."""
     print()
@@ -121,12 +131,7 @@ def main() -> None:
     add_cv_arguments(parser)
     parser.add_argument("--base", default="", help="the recipe compared against (default: the defaults)")
     parser.add_argument("--candidate", action="append", required=True, help="a recipe to compare")
-    parser.add_argument(
-        "--repeats", type=int, default=2, help="k-fold runs, each with its own folds (default 2)"
-    )
-    parser.add_argument(
-        "--first-repeat", type=int, default=0, help="the first repeat's index, for new folds (default 0)"
-    )
+    add_repeat_arguments(parser)
     args = parser.parse_args()
     repeats = range(args.first_repeat, args.first_repeat + args.repeats)
     dataset = load_dataset(args.data_dir, split="train", skip_invalid=True)
