@@ -86,17 +86,18 @@ class SupConLoss(nn.Module):
     def __init__(self, base: nn.Module) -> None:
         super().__init__()
         self.base = base
-        self.fused: list[torch.Tensor] = []
+        self.fused: torch.Tensor | None = None
 
     def remember(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         """Forward pre-hook on the classifier's first layer: keep its input while training."""
-        self.fused[:] = [args[0]] if module.training else []
+        self.fused = args[0] if module.training else None
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         loss = self.base(logits, targets)
-        if not self.fused:
+        if self.fused is None:
             return loss
-        return loss + SUPCON_WEIGHT * supcon_loss(self.fused.pop(), targets, SUPCON_TEMPERATURE)
+        fused, self.fused = self.fused, None
+        return loss + SUPCON_WEIGHT * supcon_loss(fused, targets, SUPCON_TEMPERATURE)
 
 
 def wrapping_the_loss(
