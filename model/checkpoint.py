@@ -181,6 +181,8 @@ def load_checkpoint(
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors ({exc})") from exc
     tensors = upgrade_state_dict(tensors)
+    if model.knn is not None and "knn.keys" in tensors:
+        model.knn.resize_for(*tensors["knn.keys"].shape)
     _check_tensors(model, tensors, weights)
     model.load_state_dict(tensors, strict=True)
     if model.image_tagger is not None:

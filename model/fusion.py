@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from model.encoders import (
     build_text_encoder,
 )
 from model.image_tags import ImageTagger
+from model.knn_vote import KnnVote
 from model.text import Vocabulary
 
 
@@ -32,6 +33,8 @@ class FusionOutput:
     logits: torch.Tensor
     gate: torch.Tensor | None = None
     member_logits: torch.Tensor | None = None
+    # The input of the (single) head's output layer [B, H]: what the kNN vote compares.
+    hidden: torch.Tensor | None = None
 
 
 def _projection(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
@@ -126,7 +129,8 @@ class FusionHead(nn.Module):
             fused = img + txt
         else:
             fused = torch.cat([img, txt], dim=-1)
-        return FusionOutput(logits=self.classifier(fused), gate=gate)
+        hidden = self.classifier[:-1](fused)
+        return FusionOutput(logits=self.classifier[-1](hidden), gate=gate, hidden=hidden)
 
 
 class FusionClassifier(nn.Module):
@@ -154,6 +158,11 @@ class FusionClassifier(nn.Module):
         self.heads = nn.ModuleList(FusionHead(config, image_dim, text_dim) for _ in range(config.members))
         self.image_tagger = (
             ImageTagger(image_dim, config.image_tags) if config.image_tags and image_dim else None
+        )
+        self.knn = (
+            KnnVote(len(config.labels), config.knn_weight, config.knn_neighbours, config.knn_temperature)
+            if config.knn_weight
+            else None
         )
 
     @classmethod
@@ -215,12 +224,21 @@ class FusionClassifier(nn.Module):
         text_present = text_present.bool() if self.text_encoder else torch.zeros_like(text_present.bool())
         outputs = [member(img_feats, txt_feats, image_present, text_present) for member in self.heads]
         if len(outputs) == 1:
-            return outputs[0]
+            return self._with_vote(outputs[0], image_present & text_present)
         member_logits = torch.stack([out.logits for out in outputs])
         mean_probs = torch.softmax(member_logits.float(), dim=-1).mean(dim=0)
         gates = [out.gate for out in outputs if out.gate is not None]
         gate = torch.stack(gates).mean(dim=0) if gates else None
         return FusionOutput(logits=mean_probs.log(), gate=gate, member_logits=member_logits)
+
+    def _with_vote(self, out: FusionOutput, both: torch.Tensor) -> FusionOutput:
+        """`out` with the kNN vote mixed into the rows that have both modalities (in eval mode, once the
+        store is filled): its logits are then the log of the mixed probabilities."""
+        if self.knn is None or not self.knn.filled or self.training or out.hidden is None:
+            return out
+        mixed = self.knn(out.hidden, torch.softmax(out.logits.float(), dim=-1)).log()
+        logits = torch.where(both.unsqueeze(-1), mixed, out.logits.float())
+        return replace(out, logits=logits)
 
     def forward(
         self,

@@ -225,6 +225,23 @@ class _Reporter:
         self.emit(Progress("evaluating", epoch, self.epochs, steps, steps, loss, metrics, fraction=1.0))
 
 
+@torch.no_grad()
+def fill_knn_vote(model: FusionClassifier, data: PreparedData, *, num_workers: int = 0) -> None:
+    """Store the hidden vectors and labels of `data`, the rows the model was fitted on, for its kNN vote."""
+    assert model.knn is not None
+    model.eval()
+    device = model_device(model)
+    hidden = []
+    batches = index_batches(len(data), 256)
+    for rows, pixels in iter_batches(model, data, batches, augment=False, num_workers=num_workers):
+        with autocast(device):
+            image, text = batch_features(model, data, rows, pixels)
+            out = head_output(model, image, text, len(rows), "fusion")
+        assert out.hidden is not None
+        hidden.append(out.hidden.float())
+    model.knn.fill(torch.cat(hidden), data.labels)
+
+
 def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -319,6 +336,8 @@ def train(
             break
 
     stopping.restore_best()
+    if model.knn is not None:
+        fill_knn_vote(model, train_data, num_workers=workers)
     metrics = evaluate(
         model, val_data if val_data is not None else train_data, num_workers=workers, ranks=ranks
     )

@@ -89,6 +89,14 @@ class TrainParams(BaseModel):
         le=16,
         description="fusion heads trained side by side on the same features, probabilities averaged",
     )
+    knn_weight: float = Field(
+        default=_M.knn_weight,
+        ge=0.0,
+        le=1.0,
+        description="weight of the nearest training rows' vote in each prediction (0: none): the 16 rows"
+        " the model was fitted on whose fusion vectors are closest vote for their labels (docs/QUALITY.md,"
+        " session 27); rows with an image and a text only; needs members 1",
+    )
     image_size: int = Field(default=_M.image_size, ge=16, le=1024, description="square input size, pixels")
     max_text_tokens: int = Field(
         default=_M.max_text_tokens, ge=1, le=512, description="longer texts are truncated"

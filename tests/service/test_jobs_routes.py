@@ -218,6 +218,8 @@ def test_report_is_a_png_once_the_job_has_epochs(
         ({"params": {"text_image_tags": 3, "image_encoder": "cnn"}}, "params.text_image_tags"),
         # The tags come from the frozen image features.
         ({"params": {"text_image_tags": 3, "finetune": "all"}}, "params.text_image_tags"),
+        ({"params": {"knn_weight": 1.5}}, "params.knn_weight"),
+        ({"params": {"knn_weight": 0.75, "members": 2}}, "params.knn_weight"),
         ({"params": {"unknown_knob": 1}}, "params.unknown_knob"),
         ({"validation": 0.9}, "validation"),
         ({"promote": "sometimes"}, "promote"),
